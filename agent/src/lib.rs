@@ -1,1 +1,7 @@
-//! placeholder
+//! Weir's node agent: the control plane library behind `weir-agent` and
+//! `weirctl`.
+
+pub mod datapath;
+pub mod error;
+
+pub use error::{Error, Result};
