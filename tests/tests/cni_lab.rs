@@ -135,3 +135,48 @@ fn sweep_removes_leftovers_of_dead_pids_only() {
     assert!(mine.path().exists(), "the sweep removed a live lab's netns");
     std::mem::forget(leftover); // already gone
 }
+
+/// The lab's runtime side (env, stdin, result parsing, DEL on drop) checked
+/// against Debian's reference plugins, independent of weir-cni.
+#[test]
+fn pods_wired_by_the_reference_ptp_plugin_talk_across_nodes() {
+    require_root();
+    let ptp = Path::new("/usr/lib/cni/ptp");
+    assert!(
+        ptp.is_file(),
+        "{} missing: install containernetworking-plugins (cargo xtask setup)",
+        ptp.display()
+    );
+    let lab = Lab::builder().cni_plugin(ptp).build().unwrap();
+    let config = |node: &weir_lab::Node| {
+        let mut c = node.cni_config();
+        c["type"] = "ptp".into();
+        c["cniVersion"] = "1.0.0".into();
+        c["ipam"]["type"] = "host-local".into();
+        c["ipam"]["routes"] = serde_json::json!([{"dst": "0.0.0.0/0"}]);
+        c
+    };
+    let a = lab
+        .node(1)
+        .add_pod_with_config("a", &config(lab.node(1)))
+        .unwrap();
+    let b = lab
+        .node(2)
+        .add_pod_with_config("b", &config(lab.node(2)))
+        .unwrap();
+    assert!(lab.node(2).pod_cidr().contains(b.ip()));
+    assert_eq!(lab.node(2).allocated_ips(), vec![b.ip()]);
+    let veth = b.host_veth().to_string();
+    assert!(lab.node(2).links().unwrap().contains(&veth));
+    let _srv = b.serve(&[80]).unwrap();
+    for proto in Proto::ALL {
+        let r = a.probe(proto, b.ip(), 80).unwrap();
+        assert!(r.is_connected(), "a -> b {proto}: {r:?}");
+        assert_eq!(r.reply, "b");
+    }
+    assert!(b.check().unwrap().success());
+    let out = b.delete().unwrap();
+    assert!(out.success(), "{out}");
+    assert!(lab.node(2).allocated_ips().is_empty());
+    assert!(!lab.node(2).links().unwrap().contains(&veth));
+}
