@@ -1,0 +1,26 @@
+//! `cargo xtask bench ...`: setup, build, then the benchmark binary (`weir-bench`, in weir-lab),
+//! which prints the figures and updates docs/benchmarks.md.
+
+use anyhow::Result;
+
+use crate::{compile, paths, privilege, proc, setup};
+
+/// Where the benchmark results are written, relative to the workspace root.
+const REPORT: &str = "docs/benchmarks.md";
+
+pub fn cni(pairs: u32) -> Result<()> {
+    privilege::require_root("`cargo xtask bench cni` (it creates network namespaces)")?;
+    setup::run()?;
+    let built = compile::run(false)?;
+    println!("\n== bench cni");
+    let root = paths::workspace_root()?;
+    proc::run(
+        std::process::Command::new(built.bin_dir.join("weir-bench"))
+            .current_dir(&root)
+            .args(["cni", "--pairs", &pairs.to_string(), "--out"])
+            .arg(root.join(REPORT))
+            .env("WEIR_BIN_DIR", &built.bin_dir),
+    )?;
+    println!("bench: results written to {}", root.join(REPORT).display());
+    Ok(())
+}
