@@ -264,6 +264,24 @@ impl Lab {
         drop(self);
     }
 
+    /// Leaves the lab up after this process exits (for `weir-demo --keep`): no
+    /// teardown on drop, no CNI DEL when its pods drop, and a `keep` marker in its
+    /// state dir that makes [`sweep::sweep_dead`] spare it. Remove it later with
+    /// [`sweep::remove_lab`]. Returns the lab id.
+    pub fn keep(self) -> Result<String> {
+        let marker = self.inner.dir.join(sweep::KEEP_MARKER);
+        std::fs::write(&marker, b"kept by weir-lab\n")
+            .with_context(|| format!("writing {}", marker.display()))?;
+        self.inner.torn_down.store(true, Ordering::SeqCst);
+        if let Ok(reg) = self.inner.registry.lock() {
+            for ns in reg.iter() {
+                ns.disarm();
+            }
+        }
+        self.inner.lab_ns.disarm();
+        Ok(self.inner.id.clone())
+    }
+
     fn setup_fabric(&self) -> Result<()> {
         let ns = self.outside();
         let addr = format!("{OUTSIDE_IP}/{FABRIC_PREFIX}");
@@ -436,6 +454,12 @@ impl Node {
     /// The IPAM directory of the network: `<cni_data_dir>/weir`.
     pub fn ipam_dir(&self) -> PathBuf {
         self.cni_data_dir().join(NETWORK_NAME)
+    }
+
+    /// The IPAM allocation file of `ip` (host-local layout: `<ipam_dir>/<ip>`,
+    /// holding `CONTAINERID\r\nIFNAME`).
+    pub fn ip_file(&self, ip: Ipv4Addr) -> PathBuf {
+        self.ipam_dir().join(ip.to_string())
     }
 
     /// Addresses with an allocation file in [`Node::ipam_dir`] (sorted).

@@ -184,6 +184,12 @@ impl NetNs {
         !self.deleted.load(Ordering::SeqCst) && ns_id(&self.path).is_some()
     }
 
+    /// Makes drop and [`NetNs::delete`] leave the namespace alone (it outlives
+    /// this handle, e.g. for a kept demo lab).
+    pub fn disarm(&self) {
+        self.deleted.store(true, Ordering::SeqCst);
+    }
+
     /// Kills the processes inside, then removes the namespace. Idempotent; errors
     /// are printed to stderr, since this runs from `Drop`.
     pub fn delete(&self) {

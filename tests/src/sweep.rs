@@ -17,6 +17,10 @@ pub const NETNS_PREFIX: &str = "wlab-";
 /// Root of the per-lab state dirs.
 pub const STATE_ROOT: &str = "/run/weir-lab";
 
+/// A file in a lab's state dir that makes [`sweep_dead`] spare the lab
+/// (written by `Lab::keep`).
+pub const KEEP_MARKER: &str = "keep";
+
 /// What a sweep removed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SweepReport {
@@ -45,9 +49,15 @@ pub fn pid_alive(pid: i32) -> bool {
     }
 }
 
-/// Removes the netns and state dirs of every lab whose process is dead.
+/// Removes the netns and state dirs of every lab whose process is dead, except
+/// labs kept on purpose (with a [`KEEP_MARKER`]).
 pub fn sweep_dead() -> SweepReport {
-    sweep_matching(|id| owner_pid(id).is_some_and(|pid| !pid_alive(pid)))
+    sweep_matching(|id| owner_pid(id).is_some_and(|pid| !pid_alive(pid)) && !is_kept(id))
+}
+
+/// Whether the lab `id` was kept on purpose (see [`KEEP_MARKER`]).
+pub fn is_kept(id: &str) -> bool {
+    Path::new(STATE_ROOT).join(id).join(KEEP_MARKER).exists()
 }
 
 /// Removes one lab by id (`<pid>-<counter>`), whether its process lives or not.

@@ -132,6 +132,13 @@ impl ServeGuard {
         self.child.id()
     }
 
+    /// Lets the server run on after the guard (and this process) is gone.
+    pub fn detach(self) -> u32 {
+        let pid = self.child.id();
+        std::mem::forget(self);
+        pid
+    }
+
     /// Stops the server now.
     pub fn stop(mut self) {
         self.kill();
