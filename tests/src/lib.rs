@@ -68,6 +68,7 @@ pub mod lab;
 pub mod netns;
 pub mod pod;
 mod process;
+pub mod runtimes;
 pub mod sweep;
 pub mod workload;
 
