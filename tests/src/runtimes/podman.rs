@@ -33,7 +33,15 @@ use crate::lab::{Lab, NETWORK_NAME, Node};
 /// Deadline of one podman command.
 pub const PODMAN_TIMEOUT: Duration = Duration::from_secs(90);
 
-const RUNC: &str = "/usr/sbin/runc";
+/// Where runc is looked for (Debian installs it in /usr/sbin, not always on PATH).
+const RUNC_DIRS: &[&str] = &[
+    "/usr/sbin",
+    "/usr/bin",
+    "/usr/local/sbin",
+    "/usr/local/bin",
+    "/sbin",
+    "/bin",
+];
 
 /// A podman set up for one lab node; removes its containers on drop.
 #[derive(Debug)]
@@ -141,8 +149,10 @@ runc = [{wrapper}]
             d("root"),
             d("runroot")
         );
+        let runc = find_runc()?;
         let wrapper = format!(
-            "#!/bin/sh\n# runc with its state in the test dir, whoever calls it\nexec {RUNC} --root '{}' \"$@\"\n",
+            "#!/bin/sh\n# runc with its state in the test dir, whoever calls it\nexec '{}' --root '{}' \"$@\"\n",
+            runc.display(),
             self.dir.join("runc").display()
         );
         write(&self.containers_conf(), &containers)?;
@@ -261,6 +271,15 @@ impl Drop for Podman {
             Err(err) => eprintln!("weir-lab runtimes: podman cleanup: {err:#}"),
         }
     }
+}
+
+/// The runc binary (the Debian package `runc`).
+fn find_runc() -> Result<PathBuf> {
+    RUNC_DIRS
+        .iter()
+        .map(|dir| Path::new(dir).join("runc"))
+        .find(|p| p.is_file())
+        .with_context(|| format!("runc not found in {RUNC_DIRS:?}; install Debian's runc"))
 }
 
 fn write(path: &Path, text: &str) -> Result<()> {
