@@ -218,6 +218,7 @@ disabled_plugins = [{disabled}]
             .stderr(log_err);
         exec::die_with_parent(&mut cmd);
         let line = exec::command_line(&cmd);
+        eprintln!("weir-lab runtimes: [daemon] {line}");
         let child = cmd.spawn().with_context(|| format!("spawning `{line}`"))?;
         self.daemon = Some(child);
 

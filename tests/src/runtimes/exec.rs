@@ -5,7 +5,6 @@
 //! that outlives its deadline is killed, so a hung runtime fails the test instead
 //! of hanging CI.
 
-use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
@@ -86,13 +85,16 @@ impl LogDir {
     }
 }
 
-/// The command line of `cmd` as one string (for errors and the report).
+/// The command line of `cmd` as one string, with the environment variables it
+/// sets in front (for errors and for reproducing a call by hand).
 pub fn command_line(cmd: &Command) -> String {
-    std::iter::once(cmd.get_program())
+    let envs = cmd.get_envs().filter_map(|(key, value)| {
+        value.map(|v| format!("{}={}", key.to_string_lossy(), v.to_string_lossy()))
+    });
+    let argv = std::iter::once(cmd.get_program())
         .chain(cmd.get_args())
-        .map(OsStr::to_string_lossy)
-        .collect::<Vec<_>>()
-        .join(" ")
+        .map(|a| a.to_string_lossy().into_owned());
+    envs.chain(argv).collect::<Vec<_>>().join(" ")
 }
 
 /// Runs `cmd` with stdin from /dev/null and its output in two log files; kills
@@ -111,6 +113,12 @@ pub fn run(cmd: &mut Command, timeout: Duration, logs: &LogDir, label: &str) -> 
     let mut child = cmd.spawn().with_context(|| format!("spawning `{line}`"))?;
     let status = wait_deadline(&mut child, timeout);
     let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    // Shown by the test harness when a test fails (or with --nocapture).
+    eprintln!(
+        "weir-lab runtimes: [{:.2?}, {}] {line}",
+        start.elapsed(),
+        status.map_or_else(|| "timed out".to_string(), |s| s.to_string())
+    );
     match status {
         Some(status) => Ok(Outcome {
             command_line: line,
@@ -179,6 +187,7 @@ impl Interactive {
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(stderr);
+        eprintln!("weir-lab runtimes: [interactive] {line}");
         let mut child = cmd.spawn().with_context(|| format!("spawning `{line}`"))?;
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().context("child has no stdout pipe")?;
