@@ -3,5 +3,6 @@
 
 pub mod datapath;
 pub mod error;
+pub mod plan;
 
 pub use error::{Error, Result};

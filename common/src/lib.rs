@@ -5,6 +5,7 @@
 //! read the same bytes. The `user` feature adds `aya::Pod` impls.
 #![no_std]
 
+pub mod lb;
 pub mod maps;
 pub mod metrics;
 pub mod reason;
