@@ -34,33 +34,38 @@ pub fn run(debug: bool) -> Result<Built> {
     })
 }
 
+/// The eBPF build's own target dir. `RUSTC_BOOTSTRAP=1` changes what build scripts such as
+/// proc-macro2's detect, so sharing the host's dir would rebuild every proc-macro (and all that
+/// depends on them) each time the two builds alternate.
+fn ebpf_target_dir() -> Result<PathBuf> {
+    Ok(paths::target_dir()?.join("ebpf"))
+}
+
 /// `cargo build -p weir-ebpf` for the BPF target with a `core` built from source.
 fn build_ebpf() -> Result<PathBuf> {
     if setup::bpf_linker_version().is_none() {
         bail!("bpf-linker not found (on PATH or in cargo's bin dir); run `cargo xtask setup`");
     }
     let root = paths::workspace_root()?;
+    let target_dir = ebpf_target_dir()?;
+    let mut cmd = proc::cargo();
+    if let Some(path) = paths::path_with_cargo_bin()? {
+        cmd.env("PATH", path);
+    }
     proc::run(
-        proc::cargo()
-            .current_dir(&root)
-            .args([
-                "build",
-                "-p",
-                EBPF_PACKAGE,
-                "--release",
-                "--target",
-                EBPF_TARGET,
-            ])
+        cmd.current_dir(&root)
+            .args(["build", "-p", EBPF_PACKAGE, "--release"])
+            .args(["--target", EBPF_TARGET, "--target-dir"])
+            .arg(&target_dir)
             .args(["-Z", "build-std=core"])
             // Host flags must not leak into the BPF build; ours are passed encoded (0x1f-separated).
             .env_remove("RUSTFLAGS")
             .env("CARGO_ENCODED_RUSTFLAGS", EBPF_RUSTFLAGS.join("\u{1f}"))
             // -Z build-std on stable rustc; the toolchain recipe in DESIGN.md relies on it.
-            .env("RUSTC_BOOTSTRAP", "1")
-            .env("PATH", paths::path_with_cargo_bin()?),
+            .env("RUSTC_BOOTSTRAP", "1"),
     )
     .context("building the eBPF object failed (see the compiler output above)")?;
-    let object = paths::target_dir()?
+    let object = target_dir
         .join(EBPF_TARGET)
         .join("release")
         .join(EBPF_PACKAGE);

@@ -12,11 +12,17 @@ mod setup;
 mod test_log;
 mod test_run;
 
+use std::process::ExitCode;
+
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", bin_name = "cargo xtask", about = "Weir's developer tasks")]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "Weir's developer tasks"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Task,
@@ -66,8 +72,19 @@ enum Bench {
     },
 }
 
-fn main() -> Result<()> {
-    match Cli::parse().command {
+fn main() -> ExitCode {
+    match run(Cli::parse().command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // `{:#}` prints the whole context chain on one line, without anyhow's backtrace.
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(task: Task) -> Result<()> {
+    match task {
         Task::Setup => setup::run(),
         Task::Build { debug } => compile::run(debug).map(drop),
         Task::Test { no_lint, test_args } => test_run::run(&test_run::Options {

@@ -45,12 +45,18 @@ pub fn cache_dir() -> Result<PathBuf> {
     Ok(base.join("weir"))
 }
 
-/// `PATH` with cargo's bin dir in front, so freshly installed tools (bpf-linker) are found
-/// even when the caller's shell never sourced `~/.cargo/env`.
-pub fn path_with_cargo_bin() -> Result<std::ffi::OsString> {
-    let mut dirs = vec![cargo_bin_dir()?];
-    if let Some(path) = std::env::var_os("PATH") {
-        dirs.extend(std::env::split_paths(&path));
+/// `PATH` with cargo's bin dir in front when it is not on `PATH` yet, so freshly installed tools
+/// (bpf-linker) are found even when the caller's shell never sourced `~/.cargo/env`.
+pub fn path_with_cargo_bin() -> Result<Option<std::ffi::OsString>> {
+    let bin = cargo_bin_dir()?;
+    let current: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect())
+        .unwrap_or_default();
+    if current.contains(&bin) {
+        return Ok(None);
     }
-    std::env::join_paths(dirs).context("cannot build PATH with cargo's bin dir")
+    let dirs = std::iter::once(bin).chain(current);
+    std::env::join_paths(dirs)
+        .map(Some)
+        .context("cannot build PATH with cargo's bin dir")
 }
