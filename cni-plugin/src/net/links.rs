@@ -55,9 +55,11 @@ pub async fn get_link(handle: &Handle, name: &str) -> Result<Option<LinkState>, 
     }
 }
 
-/// Creates a veth pair with `host` in this namespace and `peer` directly in
-/// the namespace `peer_netns`, both up. One netlink request: there is never
-/// a moment where the peer exists under a temporary name.
+/// Creates a veth pair with `host` (up) in this namespace and `peer`
+/// directly in the namespace `peer_netns`. One netlink request: the peer
+/// never exists under a temporary name. The peer stays down here: the
+/// kernel refuses IFF_UP for a peer created in another netns (ENOTCONN);
+/// the netns thread brings it up.
 pub async fn create_veth(
     handle: &Handle,
     host: &str,
@@ -65,9 +67,7 @@ pub async fn create_veth(
     peer_netns: BorrowedFd<'_>,
     mtu: Option<u32>,
 ) -> Result<(), rtnetlink::Error> {
-    let mut peer_msg = LinkUnspec::new_with_name(peer)
-        .setns_by_fd(peer_netns.as_raw_fd())
-        .up();
+    let mut peer_msg = LinkUnspec::new_with_name(peer).setns_by_fd(peer_netns.as_raw_fd());
     if let Some(mtu) = mtu {
         peer_msg = peer_msg.mtu(mtu);
     }
