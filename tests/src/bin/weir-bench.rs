@@ -230,6 +230,8 @@ mod cni {
             .with_context(|| format!("creating {}", state.0.display()))?;
 
         let plugins = [Plugin::weir(&state.0)?, Plugin::reference(&state.0)?];
+        // Before the run: the load average is meant to show what else was running.
+        let machine = report::machine::Machine::probe();
         let node = NetNs::create(&format!("{}{id}-node", weir_lab::sweep::NETNS_PREFIX))?;
         let rounds = options.warmup + options.pairs;
         println!(
@@ -266,7 +268,7 @@ mod cni {
         }
         check_nothing_left(&node, &state.0)?;
 
-        let report = report::Report::new(&plugins, &samples, options.warmup);
+        let report = report::Report::new(&plugins, &samples, options.warmup, machine);
         println!("\n{}", report.text_table());
         if let Some(out) = &options.out {
             report.write(out)?;
@@ -436,6 +438,7 @@ mod report {
         warmup: u32,
         weir_label: String,
         ref_label: String,
+        machine: machine::Machine,
     }
 
     fn p50_p99(samples: &[Duration]) -> [Duration; 2] {
@@ -447,7 +450,12 @@ mod report {
 
     impl Report {
         /// `plugins[0]` is weir-cni, `plugins[1]` the reference.
-        pub fn new(plugins: &[Plugin], samples: &[Samples], warmup: u32) -> Report {
+        pub fn new(
+            plugins: &[Plugin],
+            samples: &[Samples],
+            warmup: u32,
+            machine: machine::Machine,
+        ) -> Report {
             let empty = Samples::default();
             let weir = samples.first().unwrap_or(&empty);
             let reference = samples.get(1).unwrap_or(&empty);
@@ -482,6 +490,7 @@ mod report {
                 warmup,
                 weir_label: label(0),
                 ref_label: label(1),
+                machine,
             }
         }
 
@@ -495,11 +504,11 @@ mod report {
                 "no ratio (no samples)".into()
             } else if ratio <= TARGET_RATIO {
                 format!(
-                    "{ratio:.2}x the reference per pair (p50): meets the target of <= {TARGET_RATIO}x"
+                    "{ratio:.2}x the reference's time per pair (p50); target <= {TARGET_RATIO}x: met"
                 )
             } else {
                 format!(
-                    "{ratio:.2}x the reference per pair (p50): MISSES the target of <= {TARGET_RATIO}x"
+                    "{ratio:.2}x the reference's time per pair (p50); target <= {TARGET_RATIO}x: NOT met"
                 )
             }
         }
@@ -552,7 +561,7 @@ mod report {
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => DOC_HEADER.to_string(),
                 Err(err) => return Err(err).with_context(|| format!("reading {}", doc.display())),
             };
-            let section = self.markdown(&machine::Machine::probe(), &today_utc());
+            let section = self.markdown(&self.machine, &today_utc());
             let updated = replace_section(&existing, &section)
                 .with_context(|| format!("updating the CNI section of {}", doc.display()))?;
             std::fs::write(doc, updated).with_context(|| format!("writing {}", doc.display()))
@@ -562,11 +571,13 @@ mod report {
             let mut md = String::new();
             md.push_str(&format!("{BEGIN}\n## CNI ADD/DEL\n\n"));
             md.push_str(&format!(
-                "Measured {date} on {} ({} CPUs, kernel {}); reference plugins: Debian \
-                 containernetworking-plugins {}; weir-cni at commit {}.\n\n",
+                "Measured {date} on {} ({} CPUs, kernel {}, load average {} when the run \
+                 started); reference plugins: Debian containernetworking-plugins {}; weir-cni at \
+                 commit {}.\n\n",
                 machine.cpu,
                 machine.cpus,
                 machine.kernel,
+                machine.load,
                 machine.reference_version,
                 machine.commit
             ));
@@ -679,13 +690,15 @@ mod report {
     }
 
     /// What the run ran on, for the report.
-    mod machine {
+    pub mod machine {
         use std::process::Command;
 
         pub struct Machine {
             pub cpu: String,
             pub cpus: usize,
             pub kernel: String,
+            /// 1-minute load average: other work on the machine skews the figures.
+            pub load: String,
             pub reference_version: String,
             pub commit: String,
         }
@@ -703,6 +716,10 @@ mod report {
                     cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
                     kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
                         .map_or_else(|_| "unknown".into(), |k| k.trim().to_string()),
+                    load: std::fs::read_to_string("/proc/loadavg")
+                        .ok()
+                        .and_then(|text| text.split_whitespace().next().map(str::to_string))
+                        .unwrap_or_else(|| "unknown".into()),
                     reference_version: stdout_of(Command::new("dpkg-query").args([
                         "-W",
                         "-f=${Version}",
@@ -899,19 +916,25 @@ mod plot {
             );
             tick += step;
         }
-        for percent in [0, 25, 50, 75, 99, 100] {
+        for percent in [0, 25, 50, 75, 100] {
             let y = y_of(f64::from(percent) / 100.0);
-            let dash = if percent == 50 || percent == 99 {
-                r#" stroke-dasharray="4 3""#
-            } else {
-                ""
-            };
             let _ = writeln!(
                 svg,
-                r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ccc"{dash}/><text x="{:.1}" y="{:.1}" text-anchor="end">{percent}%</text>"##,
+                r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{percent}%</text>"##,
                 LEFT + plot_w,
                 LEFT - 6.0,
                 y + 4.0
+            );
+        }
+        // The two percentiles the table reports, as dashed markers labelled inside the plot.
+        for (label, fraction) in [("p50", 0.5), ("p99", 0.99)] {
+            let y = y_of(fraction);
+            let _ = writeln!(
+                svg,
+                r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#888" stroke-dasharray="2 3"/><text x="{:.1}" y="{:.1}" text-anchor="end" fill="#555">{label}</text>"##,
+                LEFT + plot_w,
+                LEFT + plot_w - 4.0,
+                y + 14.0
             );
         }
         let _ = writeln!(
