@@ -46,7 +46,10 @@ pub fn candidates(set: &RangeSet, last: Option<Ipv4Addr>) -> impl Iterator<Item 
     let sizes: Vec<u64> = set
         .ranges
         .iter()
-        .map(|r| u64::from(u32::from(r.end)) - u64::from(u32::from(r.start)) + 1)
+        .map(|r| {
+            // Range::new guarantees start <= end; saturate anyway.
+            (u64::from(u32::from(r.end)) + 1).saturating_sub(u64::from(u32::from(r.start)))
+        })
         .collect();
     let total: u64 = sizes.iter().sum();
     // Flat position of the first candidate.
@@ -54,7 +57,7 @@ pub fn candidates(set: &RangeSet, last: Option<Ipv4Addr>) -> impl Iterator<Item 
         .and_then(|ip| {
             let (idx, range) = set.range_for(ip)?;
             let before: u64 = sizes.iter().take(idx).sum();
-            let offset = u64::from(u32::from(ip)) - u64::from(u32::from(range.start));
+            let offset = u64::from(u32::from(ip)).saturating_sub(u64::from(u32::from(range.start)));
             Some((before + offset + 1) % total.max(1))
         })
         .unwrap_or(0);
