@@ -143,6 +143,7 @@ fn check_footprint(before: &Footprint) {
 #[test]
 fn podman_container_is_networked_by_weir_cni() {
     weir_lab::require_root();
+    weir_lab::runtimes::sweep_dead();
     let before = Footprint::take();
     let t0 = Instant::now();
     {
@@ -214,6 +215,7 @@ fn podman_container_is_networked_by_weir_cni() {
 #[test]
 fn ctr_run_cni_container_is_networked_by_weir_cni() {
     weir_lab::require_root();
+    weir_lab::runtimes::sweep_dead();
     let before = Footprint::take();
     let t0 = Instant::now();
     {

@@ -47,7 +47,7 @@ impl RuntimeEnv {
         kind: &str,
         mounts: impl FnOnce(&Path) -> Vec<Mount>,
     ) -> Result<RuntimeEnv> {
-        cgroup::sweep_dead();
+        super::sweep_dead();
         let dir = lab.dir().join(format!("rt-{kind}"));
         if dir.exists() {
             bail!(

@@ -98,7 +98,8 @@ pub fn command_line(cmd: &Command) -> String {
 }
 
 /// Runs `cmd` with stdin from /dev/null and its output in two log files; kills
-/// it after `timeout`. `label` names the log files.
+/// it after `timeout` (or when the calling thread ends). `label` names the log
+/// files.
 pub fn run(cmd: &mut Command, timeout: Duration, logs: &LogDir, label: &str) -> Result<Outcome> {
     let base = logs.next(label);
     let out_path = base.with_extension("out");
@@ -109,6 +110,7 @@ pub fn run(cmd: &mut Command, timeout: Duration, logs: &LogDir, label: &str) -> 
     let stderr =
         File::create(&err_path).with_context(|| format!("creating {}", err_path.display()))?;
     cmd.stdin(Stdio::null()).stdout(stdout).stderr(stderr);
+    die_with_parent(cmd);
     let start = Instant::now();
     let mut child = cmd.spawn().with_context(|| format!("spawning `{line}`"))?;
     let status = wait_deadline(&mut child, timeout);
@@ -187,6 +189,7 @@ impl Interactive {
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(stderr);
+        die_with_parent(cmd);
         eprintln!("weir-lab runtimes: [interactive] {line}");
         let mut child = cmd.spawn().with_context(|| format!("spawning `{line}`"))?;
         let stdin = child.stdin.take();

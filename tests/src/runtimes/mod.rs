@@ -36,3 +36,20 @@ pub use containerd::Containerd;
 pub use env::{Allocation, RuntimeEnv, allocations, allocations_of, parse_ip_addr};
 pub use footprint::Footprint;
 pub use podman::Podman;
+
+/// Every machine path a runtime sandbox mounts over (podman's and containerd's).
+pub const SANDBOX_TARGETS: &[&str] = &[
+    "/var/lib",
+    "/run/netns",
+    "/etc/cni/net.d",
+    "/opt",
+    "/run/containerd",
+];
+
+/// Removes what crashed runtime tests left: cgroup parents and stub mount
+/// points of dead pids. [`RuntimeEnv::new`] runs it too; call it before taking
+/// a [`Footprint`], so the sweep is not mistaken for a change.
+pub fn sweep_dead() {
+    cgroup::sweep_dead();
+    sandbox::sweep_dead_stubs(SANDBOX_TARGETS.iter().map(std::path::Path::new));
+}

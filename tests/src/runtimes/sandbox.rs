@@ -16,7 +16,9 @@
 //! The namespace is private: nothing mounted inside (test dirs, container
 //! rootfs, podman's netns files) propagates to the machine, and all of it
 //! disappears with the last process inside. A mount target that does not exist
-//! on the machine gets an empty stub directory, removed again on drop.
+//! on the machine gets an empty stub directory, removed again on drop. Stubs
+//! carry the creating pid in an extended attribute, so after a crash the next
+//! run ([`sweep_dead_stubs`]) removes them once that pid is gone.
 
 use std::ffi::{CString, OsStr};
 use std::os::unix::ffi::OsStrExt;
@@ -77,6 +79,7 @@ pub struct MountSandbox {
 impl MountSandbox {
     /// Starts the holder with `mounts` made inside its new mount namespace.
     pub fn start(mounts: Vec<Mount>) -> Result<MountSandbox> {
+        sweep_dead_stubs(mounts.iter().map(Mount::target));
         let mut stubs = Vec::new();
         for mount in &mounts {
             if let Mount::Bind { source, .. } = mount
@@ -248,7 +251,77 @@ fn create_stub(target: &Path) -> Result<Option<PathBuf>> {
     }
     std::fs::create_dir_all(target)
         .with_context(|| format!("creating stub mount point {}", target.display()))?;
+    if let Err(err) = mark_stub(&outermost) {
+        // Without the mark only a crash sweep is lost; the drop still removes it.
+        eprintln!(
+            "weir-lab runtimes: cannot mark stub {}: {err}",
+            outermost.display()
+        );
+    }
     Ok(Some(outermost))
+}
+
+/// Extended attribute naming the pid that created a stub mount point.
+const STUB_XATTR: &std::ffi::CStr = c"user.weir-lab-stub";
+
+fn mark_stub(dir: &Path) -> std::io::Result<()> {
+    let path = CString::new(dir.as_os_str().as_bytes())?;
+    let value = std::process::id().to_string();
+    // SAFETY: `path` and the attribute name are NUL-terminated C strings and
+    // `value` is a live buffer of the given length, all valid for the call.
+    let rc = unsafe {
+        libc::setxattr(
+            path.as_ptr(),
+            STUB_XATTR.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The pid recorded on a stub mount point, if `dir` is one.
+fn stub_owner(dir: &Path) -> Option<i32> {
+    let path = CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut buf = [0u8; 32];
+    // SAFETY: `path` and the attribute name are NUL-terminated C strings and
+    // `buf` is a writable buffer of the given length.
+    let len = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            STUB_XATTR.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    let len = usize::try_from(len).ok()?;
+    std::str::from_utf8(buf.get(..len)?)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Removes stub mount points (at `targets` or one of their ancestors) left by
+/// processes that no longer run, as long as they hold only empty directories.
+pub fn sweep_dead_stubs<'a>(targets: impl IntoIterator<Item = &'a Path>) {
+    for target in targets {
+        for dir in target.ancestors() {
+            if let Some(pid) = stub_owner(dir)
+                && !crate::sweep::pid_alive(pid)
+            {
+                eprintln!(
+                    "weir-lab runtimes: removing stub mount point {} of dead pid {pid}",
+                    dir.display()
+                );
+                remove_stubs(&[dir.to_path_buf()]);
+            }
+        }
+    }
 }
 
 /// Removes stub trees, but only while they hold nothing but empty directories.
