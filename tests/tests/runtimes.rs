@@ -135,7 +135,8 @@ fn check_footprint(before: &Footprint) {
     let diff = Footprint::take().diff_from(before);
     assert!(
         diff.is_empty(),
-        "the runtime changed the machine's own container/CNI directories:\n{}",
+        "the machine's own container/CNI directories changed during the test (by the runtime \
+         under test, or by another container engine running on this machine):\n{}",
         diff.join("\n")
     );
 }
