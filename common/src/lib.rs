@@ -5,9 +5,13 @@
 //! read the same bytes. The `user` feature adds `aya::Pod` impls.
 #![no_std]
 
+pub mod config;
+pub mod ct;
+pub mod endpoint;
 pub mod lb;
 pub mod maps;
 pub mod metrics;
+pub mod programs;
 pub mod reason;
 
 pub use reason::DropReason;

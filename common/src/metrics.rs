@@ -2,7 +2,7 @@
 
 use crate::reason::DropReason;
 
-/// Which side of a pod's veth a packet was seen on.
+/// Which program (attach point) saw a packet. Append only.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
@@ -10,20 +10,40 @@ pub enum Direction {
     FromPod = 0,
     /// Entering the pod (TC egress of the host-side veth).
     ToPod = 1,
+    /// Arriving on the node's uplink (TC ingress).
+    FromNetdev = 2,
+    /// Leaving through the node's uplink (TC egress).
+    ToNetdev = 3,
+    /// Socket-level LB (cgroup sock_addr programs); counts translations.
+    Sock = 4,
 }
 
 impl Direction {
-    pub const ALL: [Direction; 2] = [Self::FromPod, Self::ToPod];
+    pub const ALL: [Direction; 5] = [
+        Self::FromPod,
+        Self::ToPod,
+        Self::FromNetdev,
+        Self::ToNetdev,
+        Self::Sock,
+    ];
+
+    /// Room for directions in the metrics layout.
+    pub const CAPACITY: u32 = 8;
 
     pub const fn name(self) -> &'static str {
         match self {
             Self::FromPod => "from_pod",
             Self::ToPod => "to_pod",
+            Self::FromNetdev => "from_netdev",
+            Self::ToNetdev => "to_netdev",
+            Self::Sock => "sock",
         }
     }
 }
 
-/// Index into the metrics array: `direction * DropReason::COUNT + reason`.
+/// Index into the metrics array: `direction * DropReason::CAPACITY + reason`.
+/// Fixed capacities keep every index stable when reasons or directions are
+/// appended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MetricKey {
     pub direction: Direction,
@@ -32,7 +52,7 @@ pub struct MetricKey {
 
 impl MetricKey {
     /// Number of slots the metrics map needs.
-    pub const SLOTS: u32 = Direction::ALL.len() as u32 * DropReason::COUNT;
+    pub const SLOTS: u32 = Direction::CAPACITY * DropReason::CAPACITY;
 
     pub const fn new(direction: Direction, reason: DropReason) -> Self {
         Self { direction, reason }
@@ -40,7 +60,7 @@ impl MetricKey {
 
     /// The array index of this key; always `< SLOTS`.
     pub const fn index(self) -> u32 {
-        self.direction as u32 * DropReason::COUNT + self.reason as u32
+        self.direction as u32 * DropReason::CAPACITY + self.reason as u32
     }
 }
 
@@ -71,6 +91,12 @@ mod tests {
                 seen[index] = true;
             }
         }
-        assert!(seen.iter().all(|s| *s));
+        assert!(Direction::ALL.len() as u32 <= Direction::CAPACITY);
+        assert!(DropReason::COUNT <= DropReason::CAPACITY);
+        assert_eq!(
+            MetricKey::new(Direction::ToPod, DropReason::Malformed).index(),
+            DropReason::CAPACITY + 1,
+            "indices are stable ABI"
+        );
     }
 }

@@ -14,14 +14,53 @@ pub enum DropReason {
     Malformed = 1,
     /// An IPv4 header with IHL < 5 or a total length shorter than the header.
     InvalidIpHeader = 2,
+    /// A new service flow whose conntrack entries could not be created (the
+    /// map is full): the packet is dropped, the client retries.
+    CtFull = 3,
+    /// A service with no usable backend: the packet was answered with a TCP
+    /// RST or an ICMP port unreachable, as kube-proxy rejects.
+    NoBackend = 4,
+    /// externalTrafficPolicy (or internalTrafficPolicy) Local with no
+    /// backend on this node: dropped, as kube-proxy drops.
+    NoLocalBackend = 5,
+    /// A service slot names a backend id missing from the backends map.
+    BackendMissing = 6,
+    /// No free SNAT port for a flow that needs SNAT.
+    SnatPortsExhausted = 7,
+    /// A flow needs SNAT to the node's IP and none is configured.
+    SnatNoAddress = 8,
+    /// The FIB has no route for a packet the datapath forwards itself.
+    NoRoute = 9,
+    /// A packet rewrite helper (store, checksum, adjust, redirect) failed.
+    RewriteFailed = 10,
+    /// A reject reply (RST / ICMP) could not be built for a packet of a
+    /// service with no backend; the packet was dropped instead.
+    RejectFailed = 11,
 }
 
 impl DropReason {
     /// All reasons, in numeric order, for iteration in userspace.
-    pub const ALL: [DropReason; 3] = [Self::Forwarded, Self::Malformed, Self::InvalidIpHeader];
+    pub const ALL: [DropReason; 12] = [
+        Self::Forwarded,
+        Self::Malformed,
+        Self::InvalidIpHeader,
+        Self::CtFull,
+        Self::NoBackend,
+        Self::NoLocalBackend,
+        Self::BackendMissing,
+        Self::SnatPortsExhausted,
+        Self::SnatNoAddress,
+        Self::NoRoute,
+        Self::RewriteFailed,
+        Self::RejectFailed,
+    ];
 
     /// Number of reasons; sizes the metrics map.
     pub const COUNT: u32 = Self::ALL.len() as u32;
+
+    /// Room for reasons in the metrics layout: indices stay stable when
+    /// reasons are appended.
+    pub const CAPACITY: u32 = 64;
 
     /// The reason for a raw value, if it is known.
     pub const fn from_u8(value: u8) -> Option<Self> {
@@ -29,6 +68,15 @@ impl DropReason {
             0 => Some(Self::Forwarded),
             1 => Some(Self::Malformed),
             2 => Some(Self::InvalidIpHeader),
+            3 => Some(Self::CtFull),
+            4 => Some(Self::NoBackend),
+            5 => Some(Self::NoLocalBackend),
+            6 => Some(Self::BackendMissing),
+            7 => Some(Self::SnatPortsExhausted),
+            8 => Some(Self::SnatNoAddress),
+            9 => Some(Self::NoRoute),
+            10 => Some(Self::RewriteFailed),
+            11 => Some(Self::RejectFailed),
             _ => None,
         }
     }
@@ -39,6 +87,15 @@ impl DropReason {
             Self::Forwarded => "forwarded",
             Self::Malformed => "malformed",
             Self::InvalidIpHeader => "invalid_ip_header",
+            Self::CtFull => "ct_full",
+            Self::NoBackend => "no_backend",
+            Self::NoLocalBackend => "no_local_backend",
+            Self::BackendMissing => "backend_missing",
+            Self::SnatPortsExhausted => "snat_ports_exhausted",
+            Self::SnatNoAddress => "snat_no_address",
+            Self::NoRoute => "no_route",
+            Self::RewriteFailed => "rewrite_failed",
+            Self::RejectFailed => "reject_failed",
         }
     }
 
