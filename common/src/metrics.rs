@@ -64,6 +64,11 @@ impl MetricKey {
     }
 }
 
+// Appending past the capacities would change every index: grow them (and
+// the map's version) deliberately instead.
+const _: () = assert!(Direction::ALL.len() as u32 <= Direction::CAPACITY);
+const _: () = assert!(DropReason::COUNT <= DropReason::CAPACITY);
+
 /// One per-CPU counter slot.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -91,8 +96,6 @@ mod tests {
                 seen[index] = true;
             }
         }
-        assert!(Direction::ALL.len() as u32 <= Direction::CAPACITY);
-        assert!(DropReason::COUNT <= DropReason::CAPACITY);
         assert_eq!(
             MetricKey::new(Direction::ToPod, DropReason::Malformed).index(),
             DropReason::CAPACITY + 1,
