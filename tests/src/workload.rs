@@ -178,12 +178,22 @@ impl NetNs {
         if !udp.is_empty() {
             cmd.arg("--udp").arg(join_ports(udp));
         }
+        // stderr is piped and forwarded (not inherited), so a server detached for a
+        // kept lab does not hold our caller's stdout/stderr open forever.
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(Stdio::piped());
         let mut child = cmd
             .spawn()
             .with_context(|| format!("spawning {} in netns {}", bin.display(), self.name()))?;
+        if let Some(stderr) = child.stderr.take() {
+            let tag = format!("weir-serve {name} in {}", self.name());
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
+                    eprintln!("[{tag}] {line}");
+                }
+            });
+        }
         let stdout = child.stdout.take();
         let mut guard = ServeGuard {
             child,

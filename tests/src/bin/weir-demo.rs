@@ -208,6 +208,14 @@ fn flows(cluster: &Cluster) -> Vec<Flow<'_>> {
     if let Some(last) = all.last() {
         add("outside to pod", Source::Outside, last);
     }
+    // Group the table by kind of check, in the order they were first added.
+    let mut order: Vec<&str> = Vec::new();
+    for flow in &flows {
+        if !order.contains(&flow.what) {
+            order.push(flow.what);
+        }
+    }
+    flows.sort_by_key(|f| order.iter().position(|w| *w == f.what));
     flows
 }
 

@@ -36,7 +36,7 @@ fn main() -> ExitCode {
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("weir-serve: {err:#}");
+            log(&format!("{err:#}"));
             ExitCode::FAILURE
         }
     }
@@ -73,12 +73,20 @@ fn run(args: &Args) -> Result<()> {
         let report = args.report_client;
         handles.push(thread::spawn(move || serve_udp(&socket, &name, report)));
     }
-    println!("ready");
-    std::io::stdout().flush().context("writing ready")?;
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "ready")
+        .and_then(|()| stdout.flush())
+        .context("writing ready")?;
     for handle in handles {
         let _ = handle.join();
     }
     Ok(())
+}
+
+/// Logs to stderr without panicking when stderr is gone (a detached server whose
+/// parent exited).
+fn log(msg: &str) {
+    let _ = writeln!(std::io::stderr(), "weir-serve: {msg}");
 }
 
 fn reply(name: &str, peer: SocketAddr, report: bool) -> String {
@@ -98,7 +106,7 @@ fn serve_tcp(listener: &TcpListener, name: &str, report: bool) {
             }
             Err(err) => {
                 // EMFILE and friends: back off instead of spinning.
-                eprintln!("weir-serve: accept: {err}");
+                log(&format!("accept: {err}"));
                 thread::sleep(Duration::from_millis(10));
             }
         }
@@ -130,7 +138,7 @@ fn serve_udp(socket: &UdpSocket, name: &str, report: bool) {
             Err(err) => {
                 // ICMP errors from earlier replies surface here; keep serving.
                 if err.kind() != std::io::ErrorKind::ConnectionRefused {
-                    eprintln!("weir-serve: udp recv: {err}");
+                    log(&format!("udp recv: {err}"));
                     thread::sleep(Duration::from_millis(1));
                 }
             }
