@@ -288,7 +288,7 @@ fn print_table(rows: &[Row]) {
         "result",
         "reply",
         "ms",
-        "",
+        "verdict",
     ];
     let cells: Vec<[String; 8]> = rows
         .iter()
