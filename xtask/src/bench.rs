@@ -10,9 +10,11 @@ const REPORT: &str = "docs/benchmarks.md";
 
 pub fn cni(pairs: u32) -> Result<()> {
     privilege::require_root("`cargo xtask bench cni` (it creates network namespaces)")?;
+    proc::heading("setup");
     setup::run()?;
+    proc::heading("build");
     let built = compile::run(false)?;
-    println!("\n== bench cni");
+    proc::heading("bench cni");
     let root = paths::workspace_root()?;
     proc::run(
         std::process::Command::new(built.bin_dir.join("weir-bench"))

@@ -20,7 +20,6 @@ pub struct Built {
 }
 
 pub fn run(debug: bool) -> Result<Built> {
-    println!("== build");
     let ebpf_object = build_ebpf()?;
     let bin_dir = build_host(&ebpf_object, debug)?;
     println!("build: eBPF object: {}", ebpf_object.display());

@@ -6,9 +6,11 @@ use crate::{compile, privilege, proc, setup};
 
 pub fn run(keep: bool) -> Result<()> {
     privilege::require_root("`cargo xtask demo` (the lab creates network namespaces)")?;
+    proc::heading("setup");
     setup::run()?;
+    proc::heading("build");
     let built = compile::run(false)?;
-    println!("\n== demo");
+    proc::heading("demo");
     let mut cmd = std::process::Command::new(built.bin_dir.join("weir-demo"));
     if keep {
         cmd.arg("--keep");

@@ -40,6 +40,11 @@ fn render(word: &OsStr) -> String {
     }
 }
 
+/// Prints a section heading, so long logs (CI) show where each stage starts.
+pub fn heading(name: &str) {
+    println!("\n== {name}");
+}
+
 /// Runs `cmd` with inherited stdio and fails unless it exits successfully.
 pub fn run(cmd: &mut Command) -> Result<()> {
     let line = describe(cmd);

@@ -81,7 +81,7 @@ pub fn run(options: &Options) -> Result<()> {
 }
 
 fn stage(name: &'static str, body: impl FnOnce() -> Result<Option<TestCounts>>) -> StageResult {
-    println!("\n== {name}");
+    proc::heading(name);
     let start = Instant::now();
     let outcome = body();
     if let Err(err) = &outcome {
@@ -142,7 +142,7 @@ fn cargo_test(
 }
 
 fn print_summary(results: &[StageResult]) {
-    println!("\n== summary");
+    proc::heading("summary");
     for result in results {
         let verdict = match &result.outcome {
             Ok(Some(counts)) => format!(

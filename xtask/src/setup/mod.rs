@@ -17,7 +17,6 @@ pub enum Outcome {
 
 /// Runs every setup step in order and prints what each did or skipped.
 pub fn run() -> Result<()> {
-    println!("== setup");
     report("rust-src", rust_src::ensure()?);
     report("bpf-linker", bpf_linker::ensure()?);
     report("debian packages", debian::ensure()?);
