@@ -1,6 +1,7 @@
 //! `cargo xtask build`: the eBPF object first, then the host binaries that embed it.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
@@ -40,31 +41,34 @@ fn ebpf_target_dir() -> Result<PathBuf> {
     Ok(paths::target_dir()?.join("ebpf"))
 }
 
-/// `cargo build -p weir-ebpf` for the BPF target with a `core` built from source.
-fn build_ebpf() -> Result<PathBuf> {
-    if setup::bpf_linker_version().is_none() {
-        bail!("bpf-linker not found (on PATH or in cargo's bin dir); run `cargo xtask setup`");
-    }
-    let root = paths::workspace_root()?;
-    let target_dir = ebpf_target_dir()?;
+/// `cargo <subcommand> -p weir-ebpf` for the BPF target with a `core` built from source, in the
+/// eBPF target dir; `subcommand` is `build` or `clippy` (arguments for rustc/clippy go after).
+pub fn ebpf_cargo(subcommand: &str) -> Result<Command> {
     let mut cmd = proc::cargo();
     if let Some(path) = paths::path_with_cargo_bin()? {
         cmd.env("PATH", path);
     }
-    proc::run(
-        cmd.current_dir(&root)
-            .args(["build", "-p", EBPF_PACKAGE, "--release"])
-            .args(["--target", EBPF_TARGET, "--target-dir"])
-            .arg(&target_dir)
-            .args(["-Z", "build-std=core"])
-            // Host flags must not leak into the BPF build; ours are passed encoded (0x1f-separated).
-            .env_remove("RUSTFLAGS")
-            .env("CARGO_ENCODED_RUSTFLAGS", EBPF_RUSTFLAGS.join("\u{1f}"))
-            // -Z build-std on stable rustc; the toolchain recipe in DESIGN.md relies on it.
-            .env("RUSTC_BOOTSTRAP", "1"),
-    )
-    .context("building the eBPF object failed (see the compiler output above)")?;
-    let object = target_dir
+    cmd.current_dir(paths::workspace_root()?)
+        .args([subcommand, "-p", EBPF_PACKAGE, "--release"])
+        .args(["--target", EBPF_TARGET, "--target-dir"])
+        .arg(ebpf_target_dir()?)
+        .args(["-Z", "build-std=core"])
+        // Host flags must not leak into the BPF build; ours are passed encoded (0x1f-separated).
+        .env_remove("RUSTFLAGS")
+        .env("CARGO_ENCODED_RUSTFLAGS", EBPF_RUSTFLAGS.join("\u{1f}"))
+        // -Z build-std on stable rustc; the toolchain recipe in DESIGN.md relies on it.
+        .env("RUSTC_BOOTSTRAP", "1");
+    Ok(cmd)
+}
+
+/// Builds the eBPF object and returns its path.
+fn build_ebpf() -> Result<PathBuf> {
+    if setup::bpf_linker_version().is_none() {
+        bail!("bpf-linker not found (on PATH or in cargo's bin dir); run `cargo xtask setup`");
+    }
+    proc::run(&mut ebpf_cargo("build")?)
+        .context("building the eBPF object failed (see the compiler output above)")?;
+    let object = ebpf_target_dir()?
         .join(EBPF_TARGET)
         .join("release")
         .join(EBPF_PACKAGE);

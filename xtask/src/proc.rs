@@ -25,6 +25,9 @@ pub fn describe(cmd: &Command) -> String {
     parts.join(" ")
 }
 
+/// Characters a shell would interpret; words holding them are shown quoted.
+const SHELL_SPECIAL: &str = "\"'*?[]$`\\;&|<>(){}~#!";
+
 /// Quotes a word when it holds whitespace, quotes or control characters (e.g. the 0x1f separator
 /// of `CARGO_ENCODED_RUSTFLAGS`), so the log line stays readable and unambiguous.
 fn render(word: &OsStr) -> String {
@@ -32,7 +35,7 @@ fn render(word: &OsStr) -> String {
     let plain = !text.is_empty()
         && text
             .chars()
-            .all(|c| !c.is_whitespace() && !c.is_control() && c != '"' && c != '\'');
+            .all(|c| !c.is_whitespace() && !c.is_control() && !SHELL_SPECIAL.contains(c));
     if plain {
         text.into_owned()
     } else {
@@ -90,6 +93,8 @@ mod tests {
         assert!(line.contains("FLAGS=\"-Ca\\u{1f}-Cb\""), "{line}");
         assert!(line.contains("-u RUSTFLAGS"), "{line}");
         assert!(line.ends_with("cargo build -p \"weir ebpf\""), "{line}");
+        let glob = describe(Command::new("cargo").args(["test", "--test", "*"]));
+        assert_eq!(glob, "cargo test --test \"*\"");
     }
 
     #[test]
