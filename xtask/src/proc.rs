@@ -56,9 +56,23 @@ pub fn run(cmd: &mut Command) -> Result<()> {
         .status()
         .with_context(|| format!("cannot start `{line}`"))?;
     if !status.success() {
-        bail!("`{line}` failed ({status})");
+        // The full line was echoed above; the error names the command briefly.
+        bail!("`{}` failed ({status})", brief(cmd));
     }
     Ok(())
+}
+
+/// The program's file name and its first argument, e.g. `cargo clippy`.
+pub fn brief(cmd: &Command) -> String {
+    let program = std::path::Path::new(cmd.get_program())
+        .file_name()
+        .unwrap_or(cmd.get_program())
+        .to_string_lossy()
+        .into_owned();
+    match cmd.get_args().next() {
+        Some(first) => format!("{program} {}", first.to_string_lossy()),
+        None => program,
+    }
 }
 
 /// Runs `cmd` quietly and returns its stdout; a failure carries the command's stderr.
@@ -93,6 +107,7 @@ mod tests {
         assert!(line.contains("FLAGS=\"-Ca\\u{1f}-Cb\""), "{line}");
         assert!(line.contains("-u RUSTFLAGS"), "{line}");
         assert!(line.ends_with("cargo build -p \"weir ebpf\""), "{line}");
+        assert_eq!(brief(&cmd), "cargo build");
         let glob = describe(Command::new("cargo").args(["test", "--test", "*"]));
         assert_eq!(glob, "cargo test --test \"*\"");
     }
