@@ -410,7 +410,7 @@ impl Node {
         self.inner.ip
     }
 
-    /// Pod CIDR, 10.244.<index>.0/24.
+    /// Pod CIDR, `10.244.<index>.0/24`.
     pub fn pod_cidr(&self) -> Ipv4Network {
         self.inner.pod_cidr
     }

@@ -11,7 +11,8 @@
 //! ```text
 //!  lab netns "wlab-<id>-lab"          bridge "fabric" 192.168.100.1/24, routes to every pod CIDR
 //!   ├─ veth n1 ── eth0 in node netns "wlab-<id>-n1"   192.168.100.11/24, pods 10.244.1.0/24
-//!   │               └─ pod netns "wlab-<id>-n1-<pod>" eth0 10.244.1.x/32, wired by the real weir-cni
+//!   │               └─ pod netns "wlab-<id>-n1.<namespace>.<pod>"  eth0 10.244.1.x/32,
+//!   │                  host side weirXXXX with 10.244.1.1/32 (the gateway), wired by the real weir-cni
 //!   └─ veth n2 ── eth0 in node netns "wlab-<id>-n2"   192.168.100.12/24, pods 10.244.2.0/24
 //! ```
 //!
@@ -22,7 +23,9 @@
 //! `<id>` is `<pid>-<counter>`, so several labs in one process never collide, and
 //! the [`sweep`] can tell a leftover of a dead process by its pid.
 //! Per-lab state lives under `/run/weir-lab/<id>/`, one directory per node
-//! (`node1/cni-data`, `node1/cni-conf`, `node1/agent`, `node1/bpffs`).
+//! (`node1/cni-data` = IPAM `dataDir`, `node1/cni-conf/10-weir.conf`, `node1/agent`
+//! for `--state-dir`, `node1/bpffs` for `--bpffs`; the lab creates these dirs but
+//! mounts nothing). Pod container ids are the pod netns name without `wlab-`.
 //!
 //! ## API at a glance
 //!
@@ -44,21 +47,39 @@
 //! # Ok(()) }
 //! ```
 //!
-//! * [`bin_path`] finds `weir-cni`, `weir-agent`, `weir-serve`, ... ([`bin_path`] docs).
+//! * [`bin_path`] / [`try_bin_path`] find `weir-cni`, `weir-agent`, `weir-serve`, ...
+//!   (`$WEIR_BIN_DIR`, else `target/release`, else `target/debug`).
 //! * [`require_root`] panics loudly without root (tests never skip).
-//! * [`netns::NetNs`]: RAII named netns; [`netns::NetNs::command`] runs a program inside
-//!   it (setns of the net namespace only, in `pre_exec`), [`netns::NetNs::run`] returns
-//!   its output or an error carrying stderr, [`netns::NetNs::enter`] runs a closure on
-//!   a dedicated thread inside it.
-//! * [`Lab`], [`LabBuilder`], [`Node`]: the topology. [`Node::cni_config`],
-//!   [`Node::add_pod`], [`Node::add_pod_with_config`], the low-level [`Node::cni`] /
-//!   [`Node::cni_call`] ([`CniCall`], [`CniOutput`]) and [`Node::cni_command`] for
-//!   hand-made environments.
-//! * [`Pod`]: IP, host veth, CNI result, [`Pod::check`], [`Pod::delete`] (explicit DEL).
-//! * Workloads ([`workload`]): `serve`/`probe` on [`Pod`], [`Node`], the lab netns
-//!   ([`Lab::outside`]) and any [`netns::NetNs`]; [`ProbeResult`], [`ServeGuard`].
+//! * [`netns::NetNs`]: RAII named netns; [`NetNs::command`] runs a program inside it
+//!   (setns of the net namespace only, in `pre_exec`, never `ip netns exec`),
+//!   [`NetNs::run`] / [`NetNs::ip`] return output or an error carrying stderr,
+//!   [`NetNs::enter`] runs a closure on a dedicated thread inside it,
+//!   [`NetNs::sysctl`], [`NetNs::pids`]. Drop kills every process inside, then deletes it.
+//! * [`Lab`] ([`LabBuilder`]: `nodes(n)`, `native_routing(bool)`, `cni_plugin(path)`):
+//!   [`Lab::node`] (1-based), [`Lab::outside`], [`Lab::set_native_routing`],
+//!   [`Lab::keep`] (leave it up, for `weir-demo --keep`).
+//! * [`Node`]: `ip()`, `pod_cidr()`, `gateway()`, dirs, [`Node::cni_config`] (the
+//!   plugin JSON; edit `cniVersion` etc. on the value), [`Node::add_pod`] /
+//!   [`Node::add_pod_in`] / [`Node::add_pod_with_config`], [`Node::create_netns`] (an
+//!   unwired netns owned by the lab), the low-level [`Node::cni`] /
+//!   [`Node::cni_call`] ([`CniCall`] builder, [`CniOutput`] with `success()`,
+//!   `error_code()`, `error_msg()`), [`Node::cni_command`] for hand-made
+//!   environments, and store/link inspection: [`Node::allocated_ips`],
+//!   [`Node::ip_file`], [`Node::links`].
+//! * [`Pod`]: `ip()`, `host_veth()`, `result()`, `container_id()`, [`Pod::check`],
+//!   [`Pod::delete`] (explicit DEL, returns its output), [`Pod::cni_call`] (a
+//!   pre-filled call to tweak). Drop = DEL + netns removal.
+//! * Workloads ([`workload`]): `serve(ports)` and `probe(proto, addr, port)` /
+//!   `probe_with(.., ProbeOptions{timeout_ms, count})` on [`Pod`], [`Node`], the lab
+//!   netns ([`Lab::probe_outside`]) and any [`NetNs`] ([`NetNs::serve`] takes a
+//!   name and separate TCP/UDP ports); [`ProbeResult`] (`result`, `reply`,
+//!   `elapsed_ms`, `error`), [`ServeGuard`] (kills on drop, `detach()`).
+//!   `weir-serve --report-client` answers `<name> <client ip>:<port>` to show the
+//!   source address a backend sees.
 //! * [`sweep::sweep_dead`] removes leftovers of dead processes (run by every
-//!   [`LabBuilder::build`]); [`sweep::remove_lab`] removes one lab by id.
+//!   [`LabBuilder::build`]; kept labs are spared); [`sweep::remove_lab`] removes one
+//!   lab by id; [`sweep::remove_state_dir`] unmounts bpffs/cgroup mounts below a dir
+//!   before deleting it.
 //!
 //! Tests that build labs share kernel state (the `/run/netns` names, CPU), so run
 //! them with `--test-threads=1` (as `cargo xtask test` does).
