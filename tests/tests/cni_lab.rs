@@ -180,3 +180,38 @@ fn pods_wired_by_the_reference_ptp_plugin_talk_across_nodes() {
     assert!(lab.node(2).allocated_ips().is_empty());
     assert!(!lab.node(2).links().unwrap().contains(&veth));
 }
+
+#[test]
+fn probe_reports_timeout_and_error_outcomes() {
+    require_root();
+    let lab = Lab::builder().nodes(1).build().unwrap();
+    let node = lab.node(1);
+    // A UDP socket that never answers: the probe must time out.
+    let sink = node
+        .netns()
+        .enter(|| std::net::UdpSocket::bind("0.0.0.0:5353").unwrap())
+        .unwrap();
+    let opts = weir_lab::ProbeOptions {
+        timeout_ms: 200,
+        count: 2,
+    };
+    let results = lab
+        .probe_outside_with(Proto::Udp, node.ip(), 5353, opts)
+        .unwrap();
+    assert_eq!(results.len(), 2);
+    for r in &results {
+        assert_eq!(r.result, ProbeOutcome::Timeout, "{r:?}");
+    }
+    drop(sink);
+    // An unreachable route: an error with the reason, for both protocols.
+    lab.outside()
+        .ip(&["route", "add", "unreachable", "10.99.0.0/16"])
+        .unwrap();
+    for proto in Proto::ALL {
+        let r = lab
+            .probe_outside(proto, Ipv4Addr::new(10, 99, 0, 1), 80)
+            .unwrap();
+        assert_eq!(r.result, ProbeOutcome::Error, "{proto}: {r:?}");
+        assert!(r.error.is_some(), "{proto}: {r:?}");
+    }
+}
