@@ -1,12 +1,22 @@
-//! Weir's eBPF programs: one program per attach point, the logic in small
-//! library modules.
+//! Weir's eBPF programs: one module per attach point (`pod`, `netdev`,
+//! `sock`), the logic in small library modules.
 #![no_std]
 #![no_main]
 
+mod csum;
+mod ct;
+mod lb;
 mod maps;
 mod metrics;
+mod nat;
+mod netdev;
 mod parse;
 mod pod;
+mod redirect;
+mod reject;
+mod service;
+mod sock;
+mod verdict;
 
 #[cfg(not(test))]
 #[panic_handler]

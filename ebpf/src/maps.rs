@@ -13,8 +13,8 @@ use weir_common::{
     ct::{Ct4Entry, Ct4Key, Frag4Key, Frag4Ports},
     endpoint::EndpointInfo,
     lb::{
-        Lb4AffinityKey, Lb4AffinityValue, Lb4Backend, Lb4Key, Lb4MaglevKey, Lb4RevNat,
-        Lb4Service, Lb4SockRevKey, Lb4SockRevValue,
+        Lb4AffinityKey, Lb4AffinityValue, Lb4Backend, Lb4Key, Lb4MaglevKey, Lb4RevNat, Lb4Service,
+        Lb4SockRevKey, Lb4SockRevValue,
     },
     maps as names,
     metrics::MetricValue,
