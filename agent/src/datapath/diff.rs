@@ -1,0 +1,484 @@
+//! The writes that turn the service maps' current contents into the plan,
+//! as lists of [`Op`]s, computed before anything is executed. Pure: the
+//! only inputs are the mirror ([`LbState`]), the plan and the id allocators.
+//!
+//! The writer runs them in stages so a datapath reading concurrently never
+//! sees a half-written service:
+//!
+//! 1. backends and reverse-NAT entries ([`backend_ops`], [`revnat_ops`]);
+//! 2. per frontend ([`frontend_ops`]): its backend slots and Maglev table
+//!    (`pre`), then its slot-0 entry with the count and flags (`head`), then
+//!    the slots beyond a shrunk count (`post`);
+//! 3. stale frontends, slot 0 first ([`stale_ops`]), then backends no slot or
+//!    Maglev entry names any more ([`unreferenced_backend_ops`]).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use weir_common::lb::{
+    BACKEND_ACTIVE, BACKEND_TERMINATING, Lb4Backend, Lb4Key, Lb4RevNat, Lb4Service,
+    MAGLEV_TABLE_SIZE, svc_flags,
+};
+
+use super::{
+    ids::IdAllocator,
+    keys::{BackendKey, FrontendKey, addr_to_abi, port_to_abi},
+    state::{LbState, Op, maglev_key},
+};
+use crate::plan::{Algorithm, Backend, Frontend, FrontendKind};
+
+/// Builds a Maglev table for a frontend's backends: entry `i` is an index
+/// into the slice; [`MAGLEV_TABLE_SIZE`] entries.
+pub type MaglevFn<'a> = &'a dyn Fn(&[Backend]) -> Vec<u32>;
+
+/// A backend that left a frontend: conntrack entries of non-TCP flows from
+/// that frontend to it get flushed, and so do affinity entries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RemovedPair {
+    pub rev_nat_index: u16,
+    pub backend_id: u32,
+    pub backend: Lb4Backend,
+}
+
+/// The backends the plan uses, by identity, with their map values. A
+/// backend shared by several frontends is terminating only if all of them
+/// say so, and local if any does.
+pub fn desired_backends(frontends: &[Frontend]) -> BTreeMap<BackendKey, Lb4Backend> {
+    let mut out: BTreeMap<BackendKey, Lb4Backend> = BTreeMap::new();
+    for f in frontends {
+        let proto = f.proto.number();
+        for b in &f.backends {
+            let key = BackendKey {
+                address: b.address,
+                port: b.port,
+                proto,
+            };
+            let state = if b.terminating {
+                BACKEND_TERMINATING
+            } else {
+                BACKEND_ACTIVE
+            };
+            let value = Lb4Backend {
+                address: addr_to_abi(b.address),
+                port: port_to_abi(b.port),
+                proto,
+                state,
+                local: u8::from(b.local),
+                pad: [0; 3],
+            };
+            out.entry(key)
+                .and_modify(|v| {
+                    v.state = v.state.min(state);
+                    v.local |= value.local;
+                })
+                .or_insert(value);
+        }
+    }
+    out
+}
+
+/// Stage 1a: backend entries that are missing or differ. Backends that get
+/// no id (the id space is exhausted) are returned separately.
+pub fn backend_ops(
+    state: &LbState,
+    desired: &BTreeMap<BackendKey, Lb4Backend>,
+    ids: &mut IdAllocator<BackendKey>,
+) -> (Vec<Op>, Vec<BackendKey>) {
+    let mut ops = Vec::new();
+    let mut no_id = Vec::new();
+    for (key, value) in desired {
+        let Some(id) = ids.get_or_alloc(key) else {
+            no_id.push(*key);
+            continue;
+        };
+        if state.backends.get(&id) != Some(value) {
+            ops.push(Op::PutBackend { id, value: *value });
+        }
+    }
+    (ops, no_id)
+}
+
+/// Stage 1b: reverse-NAT entries of the plan's frontends, and each
+/// frontend's index (`None`: the index space is exhausted).
+pub fn revnat_ops(
+    state: &LbState,
+    frontends: &[Frontend],
+    indices: &mut RevNatIds,
+) -> (Vec<Op>, Vec<Option<u16>>) {
+    let mut ops = Vec::new();
+    let mut written = HashSet::new();
+    let per_frontend = frontends
+        .iter()
+        .map(|f| {
+            let index = indices.get_or_alloc(&FrontendKey::of(f))?;
+            let value = Lb4RevNat {
+                address: addr_to_abi(f.address),
+                port: port_to_abi(f.port),
+                pad: 0,
+            };
+            if state.revnat.get(&index) != Some(&value) && written.insert(index) {
+                ops.push(Op::PutRevNat { index, value });
+            }
+            Some(index)
+        })
+        .collect();
+    (ops, per_frontend)
+}
+
+/// The writes of one frontend, in execution order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FrontendOps {
+    /// Backend slots `1..=count` and Maglev entries.
+    pub pre: Vec<Op>,
+    /// The slot-0 entry, when it changes.
+    pub head: Option<Op>,
+    /// Slots beyond the new count.
+    pub post: Vec<Op>,
+    /// Backends this frontend no longer uses.
+    pub removed: Vec<RemovedPair>,
+    /// The number of backend slots after the writes.
+    pub count: u16,
+    /// Whether the frontend uses its Maglev table after the writes.
+    pub maglev: bool,
+}
+
+impl FrontendOps {
+    pub fn all(&self) -> impl Iterator<Item = &Op> {
+        self.pre
+            .iter()
+            .chain(self.head.iter())
+            .chain(self.post.iter())
+    }
+}
+
+/// Stage 2 for one frontend with reverse-NAT index `rev_nat_index`. Only
+/// backends already in the mirror are used, so a backend whose write failed
+/// is never named by a slot.
+pub fn frontend_ops(
+    state: &LbState,
+    frontend: &Frontend,
+    rev_nat_index: u16,
+    backend_ids: &IdAllocator<BackendKey>,
+    maglev: Option<MaglevFn<'_>>,
+) -> FrontendOps {
+    let key = FrontendKey::of(frontend);
+    let proto = frontend.proto.number();
+    // Usable backends, in plan order, with their ids.
+    let usable: Vec<(&Backend, u32)> = frontend
+        .backends
+        .iter()
+        .filter_map(|b| {
+            let id = backend_ids.get(&BackendKey {
+                address: b.address,
+                port: b.port,
+                proto,
+            })?;
+            state.backends.contains_key(&id).then_some((b, id))
+        })
+        .take(usize::from(u16::MAX))
+        .collect();
+    let new_ids: Vec<u32> = usable.iter().map(|(_, id)| *id).collect();
+    let old_head = state.services.get(&key.slot(0));
+    let old_count = old_head.map_or(0, |h| h.count);
+    let old_slots: Vec<Option<u32>> = (1..=old_count)
+        .map(|slot| state.services.get(&key.slot(slot)).map(|s| s.backend_id))
+        .collect();
+    let slots = place_stably(&old_slots, &new_ids);
+    let count = slots.len() as u16;
+
+    let mut out = FrontendOps {
+        count,
+        ..FrontendOps::default()
+    };
+    for (i, id) in slots.iter().enumerate() {
+        let slot_key = key.slot(i as u16 + 1);
+        let value = Lb4Service {
+            backend_id: *id,
+            rev_nat_index,
+            ..Lb4Service::default()
+        };
+        if state.services.get(&slot_key) != Some(&value) {
+            out.pre.push(Op::PutService {
+                key: slot_key,
+                value,
+            });
+        }
+    }
+
+    // Maglev: only with backends and a table builder that honours the size.
+    let wants_maglev = frontend.algorithm == Algorithm::Maglev && count > 0;
+    let table: Option<Vec<u32>> = maglev.filter(|_| wants_maglev).and_then(|build| {
+        let backends: Vec<Backend> = usable.iter().map(|(b, _)| (*b).clone()).collect();
+        let indices = build(&backends);
+        (indices.len() == MAGLEV_TABLE_SIZE as usize)
+            .then(|| {
+                indices
+                    .iter()
+                    .map(|i| new_ids.get(*i as usize).copied())
+                    .collect()
+            })
+            .flatten()
+    });
+    if let Some(table) = &table {
+        let old = state.maglev.get(&rev_nat_index);
+        for (index, id) in table.iter().enumerate() {
+            if old.and_then(|t| t.get(index)) != Some(id) {
+                out.pre.push(Op::PutMaglev {
+                    key: maglev_key(rev_nat_index, index as u32),
+                    backend_id: *id,
+                });
+            }
+        }
+    }
+    out.maglev = table.is_some();
+
+    let head = Lb4Service {
+        backend_id: 0,
+        count,
+        rev_nat_index,
+        flags: head_flags(frontend, out.maglev),
+        pad: 0,
+        affinity_timeout: frontend.affinity_timeout.unwrap_or(0),
+    };
+    if old_head != Some(&head) {
+        out.head = Some(Op::PutService {
+            key: key.slot(0),
+            value: head,
+        });
+    }
+    for slot in count + 1..=old_count {
+        out.post.push(Op::DelService {
+            key: key.slot(slot),
+        });
+    }
+
+    let kept: HashSet<u32> = new_ids.iter().copied().collect();
+    let old_index = old_head.map_or(rev_nat_index, |h| h.rev_nat_index);
+    out.removed = removed_pairs(state, old_index, old_slots.iter().flatten().copied(), &kept);
+    out
+}
+
+fn head_flags(frontend: &Frontend, maglev: bool) -> u16 {
+    let mut flags = match frontend.kind {
+        FrontendKind::ClusterIp => svc_flags::CLUSTER_IP,
+        FrontendKind::NodePort => svc_flags::NODE_PORT,
+        FrontendKind::LoadBalancer => svc_flags::LOAD_BALANCER,
+        FrontendKind::ExternalIp => svc_flags::EXTERNAL_IP,
+    };
+    if frontend.affinity_timeout.is_some() {
+        flags |= svc_flags::AFFINITY;
+    }
+    if frontend.local_only {
+        flags |= svc_flags::LOCAL_ONLY;
+    }
+    if maglev {
+        flags |= svc_flags::MAGLEV;
+    }
+    if frontend.two_scopes {
+        flags |= svc_flags::TWO_SCOPES;
+    }
+    flags
+}
+
+/// New slot contents that keep every backend that stays in its old slot,
+/// so a changed backend set rewrites only the slots that must change.
+/// `old[i]` is slot `i + 1` (`None`: missing in the map).
+pub fn place_stably(old: &[Option<u32>], new: &[u32]) -> Vec<u32> {
+    let wanted: HashSet<u32> = new.iter().copied().collect();
+    let mut slots: Vec<Option<u32>> = vec![None; new.len()];
+    let mut placed = HashSet::new();
+    for (slot, id) in slots.iter_mut().zip(old) {
+        if let Some(id) = id
+            && wanted.contains(id)
+            && placed.insert(*id)
+        {
+            *slot = Some(*id);
+        }
+    }
+    let mut rest = new.iter().filter(|id| !placed.contains(*id));
+    slots
+        .into_iter()
+        .map(|s| s.or_else(|| rest.next().copied()).unwrap_or_default())
+        .collect()
+}
+
+fn removed_pairs(
+    state: &LbState,
+    rev_nat_index: u16,
+    old_ids: impl Iterator<Item = u32>,
+    kept: &HashSet<u32>,
+) -> Vec<RemovedPair> {
+    let mut seen = HashSet::new();
+    old_ids
+        .filter(|id| !kept.contains(id) && seen.insert(*id))
+        .filter_map(|backend_id| {
+            Some(RemovedPair {
+                rev_nat_index,
+                backend_id,
+                backend: *state.backends.get(&backend_id)?,
+            })
+        })
+        .collect()
+}
+
+/// Stage 3a: entries of frontends the plan no longer has (slot 0 of every
+/// one first, then their slots), stray slots beyond a frontend's kept
+/// count, and Maglev tables no kept frontend uses. `kept` maps each kept
+/// frontend to its highest kept slot.
+pub fn stale_ops(
+    state: &LbState,
+    kept: &HashMap<FrontendKey, u16>,
+    kept_maglev: &HashSet<u16>,
+) -> (Vec<Op>, Vec<RemovedPair>) {
+    let mut heads: Vec<Lb4Key> = Vec::new();
+    let mut slots: Vec<Lb4Key> = Vec::new();
+    for key in state.services.keys() {
+        match kept.get(&FrontendKey::from_abi(key)) {
+            Some(max) if key.backend_slot <= *max => {}
+            Some(_) => slots.push(*key),
+            None if key.backend_slot == 0 => heads.push(*key),
+            None => slots.push(*key),
+        }
+    }
+    heads.sort_by_key(sort_key);
+    slots.sort_by_key(sort_key);
+    let mut removed = Vec::new();
+    for head in &heads {
+        let Some(value) = state.services.get(head) else {
+            continue;
+        };
+        let fk = FrontendKey::from_abi(head);
+        let ids =
+            (1..=value.count).filter_map(|s| state.services.get(&fk.slot(s)).map(|v| v.backend_id));
+        removed.extend(removed_pairs(
+            state,
+            value.rev_nat_index,
+            ids,
+            &HashSet::new(),
+        ));
+    }
+    let mut ops: Vec<Op> = heads
+        .iter()
+        .chain(slots.iter())
+        .map(|key| Op::DelService { key: *key })
+        .collect();
+    let mut tables: Vec<(&u16, &Vec<u32>)> = state
+        .maglev
+        .iter()
+        .filter(|(index, _)| !kept_maglev.contains(index))
+        .collect();
+    tables.sort_by_key(|(index, _)| **index);
+    for (index, table) in tables {
+        for (i, id) in table.iter().enumerate() {
+            if *id != 0 {
+                ops.push(Op::DelMaglev {
+                    key: maglev_key(*index, i as u32),
+                });
+            }
+        }
+    }
+    (ops, removed)
+}
+
+fn sort_key(key: &Lb4Key) -> (u32, u16, u8, u8, u16) {
+    (
+        key.address,
+        key.dport,
+        key.proto,
+        key.scope,
+        key.backend_slot,
+    )
+}
+
+/// Stage 3b: backends that are neither wanted nor named by any slot or
+/// Maglev entry still in the mirror.
+pub fn unreferenced_backend_ops(state: &LbState, wanted: &HashSet<u32>) -> Vec<Op> {
+    let mut referenced: HashSet<u32> = state
+        .services
+        .iter()
+        .filter(|(k, _)| k.backend_slot != 0)
+        .map(|(_, v)| v.backend_id)
+        .collect();
+    referenced.extend(state.maglev.values().flatten().copied());
+    let mut ids: Vec<u32> = state
+        .backends
+        .keys()
+        .filter(|id| !wanted.contains(id) && !referenced.contains(id))
+        .copied()
+        .collect();
+    ids.sort_unstable();
+    ids.into_iter().map(|id| Op::DelBackend { id }).collect()
+}
+
+/// Reverse-NAT indices: one per frontend key, in `1..=u16::MAX` (0 means
+/// "none" in the ABI). An index whose frontend left is retired, not freed:
+/// its entry stays until no conntrack entry names it (replies of open flows
+/// still need it), and the frontend gets it back if it returns meanwhile.
+#[derive(Clone, Debug)]
+pub struct RevNatIds {
+    ids: IdAllocator<FrontendKey>,
+    retired: HashMap<FrontendKey, u16>,
+}
+
+impl Default for RevNatIds {
+    fn default() -> Self {
+        Self {
+            ids: IdAllocator::new(1, u32::from(u16::MAX)),
+            retired: HashMap::new(),
+        }
+    }
+}
+
+impl RevNatIds {
+    pub fn adopt(&mut self, key: FrontendKey, index: u16) -> bool {
+        self.ids.adopt(key, u32::from(index))
+    }
+
+    pub fn get(&self, key: &FrontendKey) -> Option<u16> {
+        self.ids.get(key).and_then(|i| u16::try_from(i).ok())
+    }
+
+    pub fn get_or_alloc(&mut self, key: &FrontendKey) -> Option<u16> {
+        if let Some(index) = self.retired.remove(key) {
+            self.ids.unreserve(u32::from(index));
+            self.ids.adopt(*key, u32::from(index));
+        }
+        self.ids
+            .get_or_alloc(key)
+            .and_then(|i| u16::try_from(i).ok())
+    }
+
+    /// Retires the indices of every key not in `keep`.
+    pub fn retire_others(&mut self, keep: &HashSet<FrontendKey>) {
+        let gone: Vec<FrontendKey> = self
+            .ids
+            .keys()
+            .filter(|(k, _)| !keep.contains(k))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in gone {
+            if let Some(index) = self
+                .ids
+                .release(&key, true)
+                .and_then(|i| u16::try_from(i).ok())
+            {
+                self.retired.insert(key, index);
+            }
+        }
+    }
+
+    /// Retires an index found in the maps without a frontend.
+    pub fn retire_orphan(&mut self, index: u16) {
+        self.ids.reserve(u32::from(index));
+    }
+
+    /// Whether `index` is assigned to a current frontend.
+    pub fn is_assigned(&self, index: u16) -> bool {
+        self.ids.holder(u32::from(index)).is_some()
+    }
+
+    /// Frees a retired index once its entry is deleted.
+    pub fn free(&mut self, index: u16) {
+        self.retired.retain(|_, i| *i != index);
+        self.ids.unreserve(u32::from(index));
+    }
+}
