@@ -1,43 +1,17 @@
-//! `weir-agent`: the node agent.
-//!
-//! The object watchers and map programming arrive with service load
-//! balancing; today the agent verifies that the kernel accepts its datapath.
+//! `weir-agent`: the node agent. See `weir_agent::daemon` for what it
+//! does and DESIGN.md ("Agent") for the flags.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::process::ExitCode;
 
 use clap::Parser;
 use tracing::{error, info};
+use weir_agent::daemon::{Config, Flags, config::LogFormat};
 use weir_agent::datapath;
 
-/// Flags follow the contract in DESIGN.md.
-#[derive(Debug, Parser)]
-#[command(version, about = "Weir node agent")]
-struct Args {
-    /// Standalone mode: read Kubernetes manifests from this directory instead of a cluster.
-    #[arg(long)]
-    manifests: Option<PathBuf>,
-    /// Name of the local node.
-    #[arg(long, env = "WEIR_NODE_NAME")]
-    node_name: Option<String>,
-    /// Pin root for maps and programs.
-    #[arg(long, default_value = "/sys/fs/bpf/weir")]
-    bpffs: PathBuf,
-    /// Holds the agent socket and the endpoint records.
-    #[arg(long, default_value = "/run/weir")]
-    state_dir: PathBuf,
-    /// Load and verify the datapath programs, print them, and exit.
-    #[arg(long)]
-    check_datapath: bool,
-}
-
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-    let args = Args::parse();
-    if args.check_datapath {
+    let flags = Flags::parse();
+    init_tracing(flags.log_format);
+    if flags.check_datapath {
         return match check_datapath() {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -46,14 +20,43 @@ fn main() -> ExitCode {
             }
         };
     }
-    error!(
-        node = ?args.node_name,
-        manifests = ?args.manifests,
-        bpffs = %args.bpffs.display(),
-        state_dir = %args.state_dir.display(),
-        "the agent's object watchers are not built yet; only --check-datapath works in this version"
-    );
-    ExitCode::from(2)
+    let config = match Config::from_flags(&flags) {
+        Ok(config) => config,
+        Err(e) => {
+            error!(error = %format!("{e:#}"), "bad configuration");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("weir-agent")
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(weir_agent::daemon::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error = %format!("{e:#}"), "weir-agent failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
 }
 
 fn check_datapath() -> weir_agent::Result<()> {

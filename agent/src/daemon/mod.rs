@@ -1,0 +1,202 @@
+//! The agent daemon: wires the sources, the registration socket, the
+//! datapath, the routes and the HTTP endpoint around the main loop
+//! ([`reconciler`]).
+//!
+//! Start-up order matters for a restart that must not disturb traffic:
+//! load the datapath adopting its pins, rebuild the endpoint list from the
+//! records and the live links, and only then serve the socket and apply
+//! plans (and those only once the sources synced).
+//!
+//! SIGTERM/SIGINT: the socket closes, the in-flight sync finishes, waiting
+//! registrations get their answer, and the process exits 0 with every pin
+//! and attachment left in place. A second signal exits at once.
+
+pub mod bpf;
+pub mod cluster;
+pub mod config;
+pub mod reconciler;
+pub mod seams;
+pub mod source;
+
+use std::net::Ipv4Addr;
+use std::os::unix::fs::DirBuilderExt;
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use netlink_packet_route::address::AddressAttribute;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, watch};
+use tracing::{error, info, warn};
+
+use crate::http::{self, Health};
+use crate::metrics::Metrics;
+use crate::registry::{RecordStore, server};
+use crate::routes::RouteProgrammer;
+
+pub use config::{Config, Flags, SourceKind};
+pub use reconciler::{Context, PlanSettings, Reconciler, Timing};
+
+/// Registration requests queued for the main loop before the socket
+/// pushes back.
+const REQUEST_QUEUE: usize = 256;
+
+/// Runs the agent until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    info!(
+        node = %config.node_name, source = ?config.source, bpffs = %config.bpffs.display(),
+        state_dir = %config.state_dir.display(), metrics = %config.metrics_addr,
+        netdev = %config.netdev, cgroup = ?config.cgroup, algorithm = ?config.default_algorithm,
+        "weir-agent starting"
+    );
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&config.state_dir)
+        .map_err(|e| anyhow::anyhow!("creating --state-dir {}: {e}", config.state_dir.display()))?;
+    let store = RecordStore::open(config.records_dir())?;
+
+    // The process lives in the node's netns: this connection sees its
+    // links and routes, and no thread ever needs setns.
+    let (connection, handle, _) = rtnetlink::new_connection()
+        .map_err(|e| anyhow::anyhow!("opening an rtnetlink socket: {e}"))?;
+    tokio::spawn(connection);
+    let node_ip = match interface_ipv4(&handle, &config.netdev).await {
+        Ok(Some(ip)) => Some(ip),
+        Ok(None) => {
+            warn!(netdev = %config.netdev, "the uplink has no IPv4 address; SNAT for NodePorts falls back to the frontend address");
+            None
+        }
+        Err(e) => {
+            warn!(netdev = %config.netdev, error = %format!("{e:#}"), "reading the uplink's address failed");
+            None
+        }
+    };
+
+    let datapath = tokio::task::block_in_place(|| {
+        bpf::BpfDatapath::start(
+            &config.bpffs,
+            &config.netdev,
+            node_ip,
+            config.cgroup.as_deref(),
+        )
+    })?;
+
+    let ctx = Context {
+        metrics: Arc::new(Metrics::new()),
+        health: Arc::new(Health::default()),
+    };
+    ctx.health.beat();
+    let settings = PlanSettings {
+        node_name: config.node_name.clone(),
+        default_algorithm: config.default_algorithm,
+        nodeport_addresses: config.nodeport_addresses.clone(),
+    };
+    let mut reconciler = Reconciler::new(
+        ctx.clone(),
+        settings,
+        Timing::default(),
+        datapath,
+        seams::NetlinkLinks(handle.clone()),
+        RouteProgrammer::new(handle),
+        store,
+    );
+    reconciler.adopt().await?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(wait_for_signals(stop_tx));
+
+    let socket_path = config.socket_path();
+    let listener = server::bind(&socket_path).await?;
+    let (request_tx, request_rx) = mpsc::channel(REQUEST_QUEUE);
+    let socket = tokio::spawn(server::serve(
+        listener,
+        socket_path.clone(),
+        request_tx,
+        stop_rx.clone(),
+    ));
+    info!(socket = %socket_path.display(), "registration socket open");
+
+    let http_listener = http::bind(config.metrics_addr).await?;
+    let shared = http::Shared {
+        metrics: ctx.metrics.clone(),
+        health: ctx.health.clone(),
+    };
+    let http_server = tokio::spawn(http::serve(http_listener, shared, stop_rx.clone()));
+    info!(addr = %config.metrics_addr, "serving /metrics, /healthz, /readyz");
+
+    match &config.source {
+        SourceKind::Manifests(dir) => {
+            let source = source::ManifestSource::start(dir)?;
+            reconciler.run(source, request_rx, stop_rx).await;
+        }
+        SourceKind::Cluster => {
+            let source = cluster::ClusterSource::start().await?;
+            reconciler.run(source, request_rx, stop_rx).await;
+        }
+    }
+    for (what, task) in [("socket", socket), ("http", http_server)] {
+        if let Err(e) = task.await {
+            error!(task = what, error = %e, "server task failed");
+        }
+    }
+    info!("stopped; BPF pins and program attachments stay in place");
+    Ok(())
+}
+
+/// Turns the first SIGTERM/SIGINT into a graceful stop; a second one
+/// exits at once.
+async fn wait_for_signals(stop: watch::Sender<bool>) {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        error!("cannot install signal handlers; stop the agent with SIGKILL");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => info!(signal = "SIGTERM", "stopping gracefully"),
+        _ = int.recv() => info!(signal = "SIGINT", "stopping gracefully"),
+    }
+    let _ = stop.send(true);
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    warn!("second signal: exiting now");
+    std::process::exit(1);
+}
+
+/// The first IPv4 address of interface `name`.
+async fn interface_ipv4(
+    handle: &rtnetlink::Handle,
+    name: &str,
+) -> anyhow::Result<Option<Ipv4Addr>> {
+    let Some(link) = handle
+        .link()
+        .get()
+        .match_name(name.to_string())
+        .execute()
+        .try_next()
+        .await
+        .map_err(|e| anyhow::anyhow!("looking up interface {name}: {e}"))?
+    else {
+        return Ok(None);
+    };
+    let mut addresses = handle
+        .address()
+        .get()
+        .set_link_index_filter(link.header.index)
+        .execute();
+    while let Some(message) = addresses
+        .try_next()
+        .await
+        .map_err(|e| anyhow::anyhow!("listing the addresses of {name}: {e}"))?
+    {
+        for attribute in &message.attributes {
+            if let AddressAttribute::Address(std::net::IpAddr::V4(ip)) = attribute {
+                return Ok(Some(*ip));
+            }
+        }
+    }
+    Ok(None)
+}

@@ -1,0 +1,651 @@
+//! The main loop: keeps the datapath and the node routes equal to what
+//! the objects and the registered pods ask for.
+//!
+//! Events: a new source view, a registration request, a timer. Changes
+//! are batched for a short window (a burst of manifest edits or parallel
+//! pod ADDs becomes one sync), then one sync computes the plan, applies
+//! it, programs the routes and answers the registrations that waited for
+//! it. Nothing is applied before the sources synced: a plan from a
+//! partial view would delete the state a restarted agent adopted.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, error, info, warn};
+
+use super::seams::{Datapath, LinkTable, RouteSync, Source, SourceView};
+use crate::http::Health;
+use crate::k8s::{ObjectName, ObjectWarning};
+use crate::metrics::{Metrics, SyncRecord};
+use crate::plan::{Algorithm, NodeRoute};
+use crate::registry::rebuild::{self, Verdict};
+use crate::registry::record::{self, validate_container_id, validate_ifname};
+use crate::registry::server::{Registration, stopped};
+use crate::registry::{
+    AttachmentKey, EndpointRecord, EndpointSpec, ErrorCode, Op, RecordStore, Registry, Response,
+};
+use crate::services::{PlanContext, compute_plan};
+
+/// Handles shared with the HTTP server.
+#[derive(Clone, Debug)]
+pub struct Context {
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+}
+
+/// What the plan needs from the configuration.
+#[derive(Clone, Debug, Default)]
+pub struct PlanSettings {
+    pub node_name: String,
+    pub default_algorithm: Algorithm,
+    pub nodeport_addresses: Option<Vec<std::net::Ipv4Addr>>,
+}
+
+/// The loop's clocks.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    /// Batch window after a source change (the watcher already waits for
+    /// writers to settle).
+    pub source_window: Duration,
+    /// Batch window after a registration: parallel ADDs share a sync.
+    pub registration_window: Duration,
+    /// Heartbeat and housekeeping period.
+    pub tick: Duration,
+    pub stats_every: Duration,
+    pub gc_every: Duration,
+    /// Re-check the routes (someone may have deleted one).
+    pub routes_every: Duration,
+    /// First retry delay after a failed sync; doubles up to `retry_max`.
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            source_window: Duration::from_millis(50),
+            registration_window: Duration::from_millis(5),
+            tick: Duration::from_secs(1),
+            stats_every: Duration::from_secs(5),
+            gc_every: Duration::from_secs(10),
+            routes_every: Duration::from_secs(30),
+            retry_min: Duration::from_millis(500),
+            retry_max: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What woke the loop.
+enum Wake {
+    Stop,
+    Source(bool),
+    Request(Option<Box<Registration>>),
+    Flush,
+    Tick,
+}
+
+/// A registration accepted and waiting for the sync that programs it.
+struct Pending {
+    op: &'static str,
+    key: AttachmentKey,
+    reply: oneshot::Sender<Response>,
+    received: Instant,
+}
+
+/// Runs `f`, which blocks (BPF syscalls, plan computation), without
+/// stalling the runtime's other tasks.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+pub struct Reconciler<D, L, R> {
+    ctx: Context,
+    settings: PlanSettings,
+    timing: Timing,
+    datapath: D,
+    links: L,
+    routes: R,
+    store: RecordStore,
+    registry: Registry,
+    view: SourceView,
+    pending: Vec<Pending>,
+    flush_at: Option<Instant>,
+    retry_delay: Duration,
+    warnings: BTreeSet<ObjectWarning>,
+    last_routes: Vec<NodeRoute>,
+    applied_once: bool,
+    next_stats: Instant,
+    next_gc: Instant,
+    next_routes: Instant,
+}
+
+impl<D: Datapath, L: LinkTable, R: RouteSync> Reconciler<D, L, R> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        ctx: Context,
+        settings: PlanSettings,
+        timing: Timing,
+        datapath: D,
+        links: L,
+        routes: R,
+        store: RecordStore,
+    ) -> Self {
+        let now = Instant::now();
+        Self {
+            ctx,
+            settings,
+            timing,
+            datapath,
+            links,
+            routes,
+            store,
+            registry: Registry::new(),
+            view: SourceView::default(),
+            pending: Vec::new(),
+            flush_at: None,
+            retry_delay: timing.retry_min,
+            warnings: BTreeSet::new(),
+            last_routes: Vec::new(),
+            applied_once: false,
+            next_stats: now,
+            next_gc: now + timing.gc_every,
+            next_routes: now + timing.routes_every,
+        }
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Start-up adoption: keeps the records whose link is still there
+    /// (same index, same name), drops the others, and re-attaches the
+    /// kept pods. Every decision is logged.
+    pub async fn adopt(&mut self) -> anyhow::Result<()> {
+        let (records, bad) = self.store.load_all()?;
+        for b in &bad {
+            warn!(file = %b.path.display(), reason = %b.reason, "removing an unusable endpoint record");
+            if let Err(e) = std::fs::remove_file(&b.path) {
+                warn!(file = %b.path.display(), error = %e, "cannot remove the endpoint record");
+            }
+        }
+        let links = self.links.list().await?;
+        let mut kept = Vec::new();
+        let mut dropped = bad.len() as u64;
+        for decision in rebuild::decide(records, &links) {
+            let r = &decision.record;
+            let e = &r.endpoint;
+            match decision.verdict {
+                Verdict::Keep => {
+                    info!(
+                        pod = %r.pod(), container = %e.container_id, ifname = %e.ifname,
+                        host_ifname = %e.host_ifname, host_ifindex = e.host_ifindex, ip = ?r.ip(),
+                        "adopting endpoint record: its link is still there"
+                    );
+                    kept.push(decision.record);
+                }
+                Verdict::Drop(reason) => {
+                    info!(
+                        pod = %r.pod(), container = %e.container_id, ifname = %e.ifname,
+                        host_ifname = %e.host_ifname, host_ifindex = e.host_ifindex, %reason,
+                        "dropping endpoint record"
+                    );
+                    dropped += 1;
+                    if let Err(err) = self.store.remove(&r.key()) {
+                        warn!(error = %err, "cannot remove the endpoint record");
+                    }
+                }
+            }
+        }
+        blocking(|| self.datapath.retain_pods(&kept))
+            .map_err(|e| anyhow::anyhow!("re-attaching {} adopted pods: {e:#}", kept.len()))?;
+        for record in kept {
+            self.registry.insert(record);
+        }
+        self.ctx
+            .metrics
+            .set_registered_endpoints(self.registry.len());
+        self.ctx.metrics.add_records_dropped_at_start(dropped);
+        info!(
+            adopted = self.registry.len(),
+            dropped, "endpoint list rebuilt"
+        );
+        Ok(())
+    }
+
+    /// Runs until `stop` turns true (or its sender goes away). On the way
+    /// out it finishes what was accepted: one last sync if changes wait,
+    /// and an answer to every registration.
+    pub async fn run<S: Source>(
+        mut self,
+        mut source: S,
+        mut requests: mpsc::Receiver<Registration>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        self.take_view(source.current(), Duration::ZERO);
+        let mut source_open = true;
+        let mut requests_open = true;
+        let mut tick = tokio::time::interval(self.timing.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            self.ctx.health.beat();
+            let flush_at = self.flush_at;
+            let wake = tokio::select! {
+                biased;
+                () = stopped(&mut stop) => Wake::Stop,
+                open = source.changed(), if source_open => Wake::Source(open),
+                request = requests.recv(), if requests_open => Wake::Request(request.map(Box::new)),
+                () = sleep_until(flush_at), if flush_at.is_some() => Wake::Flush,
+                _ = tick.tick() => Wake::Tick,
+            };
+            match wake {
+                Wake::Stop => break,
+                Wake::Source(true) => {
+                    let view = source.current();
+                    self.take_view(view, self.timing.source_window);
+                }
+                Wake::Source(false) => {
+                    source_open = false;
+                    error!("the object source ended; keeping the last objects in force");
+                }
+                Wake::Request(Some(request)) => self.handle(*request).await,
+                Wake::Request(None) => requests_open = false,
+                Wake::Flush => self.sync().await,
+                Wake::Tick => self.housekeeping().await,
+            }
+        }
+        info!("stopping: finishing accepted work");
+        if self.flush_at.is_some() && self.view.synced {
+            self.sync().await;
+        }
+        for pending in self.pending.drain(..) {
+            let response = Response::error(
+                ErrorCode::ShuttingDown,
+                "the agent stopped before programming this pod",
+            );
+            self.ctx.metrics.record_registration(
+                pending.op,
+                response.result_label(),
+                pending.received.elapsed(),
+            );
+            let _ = pending.reply.send(response);
+        }
+    }
+
+    fn mark_dirty(&mut self, window: Duration) {
+        let at = Instant::now() + window;
+        self.flush_at = Some(self.flush_at.map_or(at, |t| t.min(at)));
+    }
+
+    fn take_view(&mut self, view: SourceView, window: Duration) {
+        self.ctx
+            .metrics
+            .set_objects(view.snapshot().counts(), &view.bad_documents);
+        if view.synced && !self.view.synced {
+            info!(
+                generation = view.generation,
+                objects = view.snapshot().counts().total(),
+                "object sources synced"
+            );
+            self.ctx.health.set_sources_synced();
+        }
+        self.view = view;
+        if self.view.synced {
+            self.mark_dirty(window);
+        }
+    }
+
+    async fn handle(&mut self, request: Registration) {
+        let Registration {
+            op,
+            reply,
+            received,
+        } = request;
+        let label = match &op {
+            Op::Register { .. } => "register",
+            Op::Deregister { .. } => "deregister",
+            Op::Ping => "ping",
+        };
+        let outcome = match op {
+            Op::Register { endpoint } => self.register(endpoint).await,
+            Op::Deregister {
+                container_id,
+                ifname,
+            } => self.deregister(container_id, ifname),
+            Op::Ping => Err(Response::ok()),
+        };
+        match outcome {
+            Ok(key) => {
+                self.pending.push(Pending {
+                    op: label,
+                    key,
+                    reply,
+                    received,
+                });
+                self.mark_dirty(self.timing.registration_window);
+            }
+            Err(response) => {
+                if !response.ok {
+                    warn!(op = label, error = ?response.error, "registration request refused");
+                }
+                if label != "ping" {
+                    self.ctx.metrics.record_registration(
+                        label,
+                        response.result_label(),
+                        received.elapsed(),
+                    );
+                }
+                let _ = reply.send(response);
+            }
+        }
+    }
+
+    /// Validates, persists and attaches; the answer waits for the sync.
+    async fn register(&mut self, spec: EndpointSpec) -> Result<AttachmentKey, Response> {
+        record::validate(&spec).map_err(|m| Response::error(ErrorCode::InvalidEndpoint, m))?;
+        match self.links.by_index(spec.host_ifindex).await {
+            Ok(Some(link)) if link.name == spec.host_ifname => {}
+            Ok(Some(link)) => {
+                return Err(Response::error(
+                    ErrorCode::LinkMismatch,
+                    format!(
+                        "link index {} is {}, not {}",
+                        spec.host_ifindex, link.name, spec.host_ifname
+                    ),
+                ));
+            }
+            Ok(None) => {
+                return Err(Response::error(
+                    ErrorCode::LinkMismatch,
+                    format!(
+                        "no link with index {} ({} expected) in the agent's netns",
+                        spec.host_ifindex, spec.host_ifname
+                    ),
+                ));
+            }
+            Err(e) => return Err(Response::error(ErrorCode::Internal, format!("{e:#}"))),
+        }
+        let record = EndpointRecord::new(spec);
+        let key = record.key();
+        self.forget_clashing(&record);
+        self.store
+            .write(&record)
+            .map_err(|e| Response::error(ErrorCode::StateStore, e.to_string()))?;
+        if let Err(e) = blocking(|| self.datapath.attach_pod(&record)) {
+            if let Err(err) = self.store.remove(&key) {
+                warn!(error = %err, "cannot remove the record of a failed registration");
+            }
+            return Err(Response::error(
+                ErrorCode::Datapath,
+                format!(
+                    "programming pod {} on {}: {e:#}",
+                    record.pod(),
+                    record.endpoint.host_ifname
+                ),
+            ));
+        }
+        let e = &record.endpoint;
+        debug!(
+            pod = %record.pod(), container = %e.container_id, ifname = %e.ifname,
+            host_ifname = %e.host_ifname, host_ifindex = e.host_ifindex, ip = ?record.ip(),
+            "pod attached; waiting for the sync"
+        );
+        self.registry.insert(record);
+        self.ctx
+            .metrics
+            .set_registered_endpoints(self.registry.len());
+        Ok(key)
+    }
+
+    /// Drops registrations the new one makes stale: the same attachment,
+    /// or another one on the same link or with the same addresses (a DEL
+    /// the agent never saw).
+    fn forget_clashing(&mut self, new: &EndpointRecord) {
+        let key = new.key();
+        let clashing: Vec<EndpointRecord> = self
+            .registry
+            .records()
+            .filter(|r| {
+                r.key() == key
+                    || r.endpoint.host_ifindex == new.endpoint.host_ifindex
+                    || r.endpoint
+                        .ips
+                        .iter()
+                        .any(|ip| new.endpoint.ips.contains(ip))
+            })
+            .cloned()
+            .collect();
+        for old in clashing {
+            if old.key() != key {
+                info!(
+                    old_pod = %old.pod(), old_container = %old.endpoint.container_id,
+                    pod = %new.pod(), container = %new.endpoint.container_id,
+                    "replacing a stale registration that claims the same link or address"
+                );
+                if let Err(e) = self.store.remove(&old.key()) {
+                    warn!(error = %e, "cannot remove a stale endpoint record");
+                }
+            }
+            self.registry.remove(&old.key());
+            if let Err(e) = blocking(|| self.datapath.detach_pod(&old)) {
+                warn!(pod = %old.pod(), error = %format!("{e:#}"), "detaching a stale registration failed");
+            }
+        }
+    }
+
+    /// Forgets the pod; unknown attachments are fine.
+    fn deregister(
+        &mut self,
+        container_id: String,
+        ifname: String,
+    ) -> Result<AttachmentKey, Response> {
+        validate_container_id(&container_id)
+            .and_then(|()| validate_ifname("ifname", &ifname))
+            .map_err(|m| Response::error(ErrorCode::InvalidEndpoint, m))?;
+        let key = AttachmentKey::new(container_id, ifname);
+        let removed = self.registry.remove(&key);
+        if let Some(record) = &removed
+            && let Err(e) = blocking(|| self.datapath.detach_pod(record))
+        {
+            warn!(pod = %record.pod(), error = %format!("{e:#}"), "detaching a deregistered pod failed");
+        }
+        self.store
+            .remove(&key)
+            .map_err(|e| Response::error(ErrorCode::StateStore, e.to_string()))?;
+        self.ctx
+            .metrics
+            .set_registered_endpoints(self.registry.len());
+        match &removed {
+            Some(record) => {
+                info!(pod = %record.pod(), container = %key.container_id, ifname = %key.ifname, "pod deregistered")
+            }
+            None => {
+                debug!(container = %key.container_id, ifname = %key.ifname, "deregistration of an unknown attachment")
+            }
+        }
+        Ok(key)
+    }
+
+    /// Plan → datapath → routes → metrics, then the waiting answers.
+    async fn sync(&mut self) {
+        self.flush_at = None;
+        if !self.view.synced {
+            debug!("changes wait for the sources' initial sync");
+            return;
+        }
+        let started = Instant::now();
+        let plan_ctx = PlanContext {
+            node_name: self.settings.node_name.clone(),
+            default_algorithm: self.settings.default_algorithm,
+            pod_ip_overrides: self.registry.pod_ips(),
+            nodeport_addresses: self.settings.nodeport_addresses.clone(),
+        };
+        let objects = self.view.objects.clone();
+        let plan = blocking(|| compute_plan(objects.snapshot(), &plan_ctx));
+        self.log_new_warnings(&plan.warnings);
+        let applied = blocking(|| self.datapath.apply(&plan.state));
+        let routes = self.routes.sync(&plan.state.routes).await;
+        self.last_routes.clone_from(&plan.state.routes);
+        self.next_routes = Instant::now() + self.timing.routes_every;
+        let duration = started.elapsed();
+
+        let route_report = match &routes {
+            Ok(report) => report.clone(),
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "programming node routes failed");
+                Default::default()
+            }
+        };
+        let complete = applied.as_ref().is_ok_and(|s| s.failed_writes == 0);
+        let ok = complete && routes.is_ok();
+        self.ctx.metrics.record_sync(
+            &SyncRecord {
+                duration,
+                ok,
+                plan_warnings: plan.warnings.len(),
+                endpoints: plan.endpoints,
+                routes_programmed: route_report.programmed,
+                route_conflicts: route_report.conflicts,
+            },
+            applied.is_ok().then_some(&plan.state),
+        );
+        match &applied {
+            Ok(stats) => {
+                info!(
+                    generation = self.view.generation,
+                    frontends = plan.state.frontends.len(),
+                    routes = plan.state.routes.len(),
+                    endpoints = plan.endpoints,
+                    registered = self.registry.len(),
+                    map_writes = stats.map_writes,
+                    failed_writes = stats.failed_writes,
+                    ct_flushed = stats.ct_flushed,
+                    duration_ms = duration.as_secs_f64() * 1e3,
+                    "datapath synced"
+                );
+                if ok {
+                    self.retry_delay = self.timing.retry_min;
+                }
+                if !self.applied_once {
+                    self.applied_once = true;
+                    self.ctx.health.set_first_apply_done();
+                    self.ctx.metrics.set_ready(true);
+                    self.next_stats = Instant::now();
+                    info!("ready: first full sync done");
+                }
+            }
+            Err(e) => {
+                error!(error = %format!("{e:#}"), retry_in_ms = self.retry_delay.as_millis() as u64, "applying the plan to the datapath failed");
+                self.mark_dirty(self.retry_delay);
+                self.retry_delay = (self.retry_delay * 2).min(self.timing.retry_max);
+            }
+        }
+        if applied.is_ok() && !ok {
+            // Partial: some writes or routes failed. Answers go out (the
+            // pods' own state is in place); the rest is retried.
+            self.mark_dirty(self.retry_delay);
+            self.retry_delay = (self.retry_delay * 2).min(self.timing.retry_max);
+        }
+        self.answer_pending(applied.as_ref().err().map(|e| format!("{e:#}")));
+    }
+
+    fn answer_pending(&mut self, apply_error: Option<String>) {
+        let mut undo = Vec::new();
+        for pending in std::mem::take(&mut self.pending) {
+            let abandoned = pending.reply.is_closed();
+            let response = match (&apply_error, pending.op) {
+                (Some(e), "register") => {
+                    Response::error(ErrorCode::Datapath, format!("applying the plan: {e}"))
+                }
+                _ => Response::ok(),
+            };
+            if pending.op == "register" && (abandoned || !response.ok) {
+                undo.push(pending.key.clone());
+            }
+            let latency = pending.received.elapsed();
+            self.ctx
+                .metrics
+                .record_registration(pending.op, response.result_label(), latency);
+            if response.ok && !abandoned {
+                info!(op = pending.op, container = %pending.key.container_id, ifname = %pending.key.ifname, latency_ms = latency.as_secs_f64() * 1e3, "registration answered");
+            } else if abandoned {
+                warn!(op = pending.op, container = %pending.key.container_id, "the client left before the answer; undoing its registration");
+            }
+            let _ = pending.reply.send(response);
+        }
+        for key in undo {
+            if let Some(record) = self.registry.remove(&key) {
+                if let Err(e) = blocking(|| self.datapath.detach_pod(&record)) {
+                    warn!(pod = %record.pod(), error = %format!("{e:#}"), "detaching an undone registration failed");
+                }
+                if let Err(e) = self.store.remove(&key) {
+                    warn!(error = %e, "cannot remove the record of an undone registration");
+                }
+                self.mark_dirty(self.timing.registration_window.max(self.retry_delay));
+            }
+        }
+        self.ctx
+            .metrics
+            .set_registered_endpoints(self.registry.len());
+    }
+
+    fn log_new_warnings(&mut self, warnings: &[ObjectWarning]) {
+        let now: BTreeSet<ObjectWarning> = warnings.iter().cloned().collect();
+        for w in now.difference(&self.warnings) {
+            warn!(kind = %w.object.kind, object = %display_name(&w.object.name), message = %w.message, "object not fully honoured");
+        }
+        self.warnings = now;
+    }
+
+    async fn housekeeping(&mut self) {
+        let now = Instant::now();
+        if self.applied_once && now >= self.next_stats {
+            self.next_stats = now + self.timing.stats_every;
+            match blocking(|| self.datapath.stats()) {
+                Ok(stats) => self.ctx.metrics.set_datapath(stats),
+                Err(e) => warn!(error = %format!("{e:#}"), "reading datapath counters failed"),
+            }
+        }
+        if self.applied_once && now >= self.next_gc {
+            self.next_gc = now + self.timing.gc_every;
+            match blocking(|| self.datapath.collect_garbage()) {
+                Ok(gc) => {
+                    self.ctx.metrics.add_gc_expired(gc.expired);
+                    debug!(scanned = gc.scanned, expired = gc.expired, "conntrack GC");
+                }
+                Err(e) => warn!(error = %format!("{e:#}"), "conntrack GC failed"),
+            }
+        }
+        if self.applied_once && now >= self.next_routes {
+            self.next_routes = now + self.timing.routes_every;
+            if let Err(e) = self.routes.sync(&self.last_routes).await {
+                warn!(error = %format!("{e:#}"), "re-checking node routes failed");
+            }
+        }
+    }
+}
+
+fn display_name(name: &ObjectName) -> String {
+    if name.namespace.is_empty() {
+        name.name.clone()
+    } else {
+        format!("{}/{}", name.namespace, name.name)
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+#[path = "reconciler_tests.rs"]
+mod tests;

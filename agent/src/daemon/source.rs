@@ -1,0 +1,79 @@
+//! The standalone source: the manifest directory watcher behind the
+//! [`Source`] seam. The in-cluster source lives in [`super::cluster`].
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::seams::{Source, SourceView};
+use crate::manifests::{ManifestSet, ManifestWatcher, WatchConfig};
+
+/// `--manifests DIR`.
+pub struct ManifestSource {
+    _watcher: ManifestWatcher,
+    rx: watch::Receiver<Arc<ManifestSet>>,
+    /// Bad documents already logged (by their description), so a bad file
+    /// is reported when it appears, not at every reload.
+    logged: HashSet<String>,
+}
+
+impl ManifestSource {
+    /// Reads the directory once and starts watching it.
+    pub fn start(dir: &Path) -> anyhow::Result<Self> {
+        let (watcher, rx) = ManifestWatcher::start(dir, WatchConfig::default()).map_err(|e| {
+            anyhow::anyhow!("watching the manifest directory {}: {e}", dir.display())
+        })?;
+        Ok(Self {
+            _watcher: watcher,
+            rx,
+            logged: HashSet::new(),
+        })
+    }
+}
+
+impl Source for ManifestSource {
+    async fn changed(&mut self) -> bool {
+        self.rx.changed().await.is_ok()
+    }
+
+    fn current(&mut self) -> SourceView {
+        let set = self.rx.borrow_and_update().clone();
+        let mut now = HashSet::with_capacity(set.errors.len());
+        for error in &set.errors {
+            let text = error.to_string();
+            if !self.logged.contains(&text) {
+                warn!(
+                    file = %error.path.display(),
+                    document = error.location.map(|l| l.document),
+                    line = error.location.and_then(|l| l.line),
+                    reason = %error.reason,
+                    code = error.reason.code(),
+                    "skipping a bad manifest document"
+                );
+            }
+            now.insert(text);
+        }
+        self.logged = now;
+        if set.generation > 0 {
+            info!(
+                generation = set.generation,
+                files = set.files,
+                documents = set.documents,
+                objects = set.snapshot.counts().total(),
+                bad_documents = set.errors.len(),
+                "manifests loaded"
+            );
+        }
+        SourceView {
+            bad_documents: set.error_counts(),
+            // Generation 0 is the placeholder of a directory that could not
+            // be read yet: not the whole truth, never to be applied.
+            synced: set.generation > 0,
+            generation: set.generation,
+            objects: set,
+        }
+    }
+}

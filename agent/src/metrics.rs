@@ -1,0 +1,772 @@
+//! The agent's Prometheus metrics, rendered in the text exposition format
+//! (version 0.0.4). The main loop records into [`Metrics`]; the HTTP
+//! server renders on each scrape. Everything lives behind one mutex that
+//! is held only to copy or render plain numbers.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use weir_common::{DropReason, metrics::Direction};
+
+use crate::daemon::seams::DatapathStats;
+use crate::k8s::{Kind, ObjectCounts};
+use crate::plan::DesiredState;
+
+/// The content type of [`Metrics::render`].
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Upper bounds (seconds) of the latency histograms: 1 ms to 10 s.
+pub const LATENCY_BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A cumulative histogram with fixed buckets.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    /// Per bucket (not cumulative); one extra for +Inf.
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    pub fn new(bounds: &'static [f64]) -> Self {
+        Self {
+            bounds,
+            counts: vec![0; bounds.len() + 1],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
+    pub fn observe(&mut self, value: f64) {
+        let bucket = self
+            .bounds
+            .iter()
+            .position(|b| value <= *b)
+            .unwrap_or(self.bounds.len());
+        if let Some(c) = self.counts.get_mut(bucket) {
+            *c += 1;
+        }
+        self.sum += value;
+        self.count += 1;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+}
+
+/// What one sync (plan → datapath → routes) did.
+#[derive(Clone, Debug, Default)]
+pub struct SyncRecord {
+    pub duration: Duration,
+    pub ok: bool,
+    pub plan_warnings: usize,
+    /// Endpoints the plan saw across all Services.
+    pub endpoints: usize,
+    pub routes_programmed: usize,
+    pub route_conflicts: usize,
+}
+
+#[derive(Clone, Debug)]
+struct State {
+    syncs_ok: u64,
+    syncs_failed: u64,
+    sync_latency: Histogram,
+    last_sync_unix: Option<f64>,
+    services: usize,
+    frontends: usize,
+    backends: usize,
+    endpoints: usize,
+    plan_warnings: usize,
+    routes_programmed: usize,
+    route_conflicts: usize,
+    objects: ObjectCounts,
+    bad_documents: BTreeMap<&'static str, usize>,
+    registrations: BTreeMap<(&'static str, &'static str), u64>,
+    registration_latency: Histogram,
+    registered_endpoints: usize,
+    records_dropped_at_start: u64,
+    gc_expired: u64,
+    datapath: DatapathStats,
+    ready: bool,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            syncs_ok: 0,
+            syncs_failed: 0,
+            sync_latency: Histogram::new(&LATENCY_BUCKETS),
+            last_sync_unix: None,
+            services: 0,
+            frontends: 0,
+            backends: 0,
+            endpoints: 0,
+            plan_warnings: 0,
+            routes_programmed: 0,
+            route_conflicts: 0,
+            objects: ObjectCounts::default(),
+            bad_documents: BTreeMap::new(),
+            registrations: BTreeMap::new(),
+            registration_latency: Histogram::new(&LATENCY_BUCKETS),
+            registered_endpoints: 0,
+            records_dropped_at_start: 0,
+            gc_expired: 0,
+            datapath: DatapathStats::default(),
+            ready: false,
+        }
+    }
+}
+
+/// The agent's metrics registry.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    state: Mutex<State>,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        // A panic while holding the lock leaves plain numbers behind;
+        // they are still fine to read.
+        let mut state = match self.state.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(&mut state)
+    }
+
+    /// A finished sync and the plan it programmed (`None` when the plan
+    /// was not applied).
+    pub fn record_sync(&self, sync: &SyncRecord, plan: Option<&DesiredState>) {
+        self.with(|s| {
+            if sync.ok {
+                s.syncs_ok += 1;
+                s.last_sync_unix = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .ok()
+                    .map(|d| d.as_secs_f64());
+            } else {
+                s.syncs_failed += 1;
+            }
+            s.sync_latency.observe(sync.duration.as_secs_f64());
+            s.plan_warnings = sync.plan_warnings;
+            s.routes_programmed = sync.routes_programmed;
+            s.route_conflicts = sync.route_conflicts;
+            if let Some(plan) = plan {
+                let (services, backends) = distinct_services_and_backends(plan);
+                s.services = services;
+                s.backends = backends;
+                s.frontends = plan.frontends.len();
+                s.endpoints = sync.endpoints;
+            }
+        });
+    }
+
+    pub fn set_objects(
+        &self,
+        objects: ObjectCounts,
+        bad_documents: &BTreeMap<&'static str, usize>,
+    ) {
+        self.with(|s| {
+            s.objects = objects;
+            s.bad_documents.clone_from(bad_documents);
+        });
+    }
+
+    /// One answered registration request: `op` is `register` or
+    /// `deregister`, `result` `ok` or an error code.
+    pub fn record_registration(&self, op: &'static str, result: &'static str, latency: Duration) {
+        self.with(|s| {
+            *s.registrations.entry((op, result)).or_default() += 1;
+            s.registration_latency.observe(latency.as_secs_f64());
+        });
+    }
+
+    pub fn set_registered_endpoints(&self, count: usize) {
+        self.with(|s| s.registered_endpoints = count);
+    }
+
+    pub fn add_records_dropped_at_start(&self, count: u64) {
+        self.with(|s| s.records_dropped_at_start += count);
+    }
+
+    pub fn add_gc_expired(&self, count: u64) {
+        self.with(|s| s.gc_expired += count);
+    }
+
+    pub fn set_datapath(&self, stats: DatapathStats) {
+        self.with(|s| s.datapath = stats);
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.with(|s| s.ready = ready);
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> String {
+        let s = self.with(|s| s.clone());
+        let mut out = Exposition::default();
+
+        out.family(
+            "weir_sync_total",
+            "Syncs of the datapath with the desired state, by result.",
+            "counter",
+        );
+        out.sample("weir_sync_total", &[("result", "ok")], s.syncs_ok as f64);
+        out.sample(
+            "weir_sync_total",
+            &[("result", "error")],
+            s.syncs_failed as f64,
+        );
+        out.histogram(
+            "weir_sync_duration_seconds",
+            "Time from a change to the datapath, routes and counters reflecting it (plan, apply, routes).",
+            &[],
+            &s.sync_latency,
+        );
+        if let Some(t) = s.last_sync_unix {
+            out.gauge(
+                "weir_last_sync_timestamp_seconds",
+                "Unix time of the last successful sync.",
+                t,
+            );
+        }
+        out.gauge(
+            "weir_services_programmed",
+            "Services with at least one frontend in the datapath.",
+            s.services as f64,
+        );
+        out.gauge(
+            "weir_frontends_programmed",
+            "Service frontends (address, port, protocol, scope) in the datapath.",
+            s.frontends as f64,
+        );
+        out.gauge(
+            "weir_backends_programmed",
+            "Distinct backends (address, port) in the datapath.",
+            s.backends as f64,
+        );
+        out.gauge(
+            "weir_endpoints",
+            "Endpoints of all Services as the last plan saw them.",
+            s.endpoints as f64,
+        );
+        out.gauge(
+            "weir_plan_warnings",
+            "Objects the last plan could not fully honour.",
+            s.plan_warnings as f64,
+        );
+        out.gauge(
+            "weir_routes_programmed",
+            "Routes to other nodes' pod CIDRs in place.",
+            s.routes_programmed as f64,
+        );
+        out.gauge(
+            "weir_route_conflicts",
+            "Pod CIDRs covered by a route the agent does not own.",
+            s.route_conflicts as f64,
+        );
+
+        out.family(
+            "weir_objects",
+            "Kubernetes objects known, by kind.",
+            "gauge",
+        );
+        for kind in Kind::ALL {
+            out.sample(
+                "weir_objects",
+                &[("kind", kind.name())],
+                s.objects.get(kind) as f64,
+            );
+        }
+        out.family(
+            "weir_manifest_bad_documents",
+            "Manifest documents skipped in the current load, by reason.",
+            "gauge",
+        );
+        let total_bad: usize = s.bad_documents.values().sum();
+        out.sample(
+            "weir_manifest_bad_documents",
+            &[("reason", "all")],
+            total_bad as f64,
+        );
+        for (reason, count) in &s.bad_documents {
+            out.sample(
+                "weir_manifest_bad_documents",
+                &[("reason", reason)],
+                *count as f64,
+            );
+        }
+
+        out.family(
+            "weir_registrations_total",
+            "Registration requests answered, by operation and result.",
+            "counter",
+        );
+        for op in ["register", "deregister"] {
+            if !s.registrations.keys().any(|(o, _)| *o == op) {
+                out.sample(
+                    "weir_registrations_total",
+                    &[("op", op), ("result", "ok")],
+                    0.0,
+                );
+            }
+        }
+        for ((op, result), count) in &s.registrations {
+            out.sample(
+                "weir_registrations_total",
+                &[("op", op), ("result", result)],
+                *count as f64,
+            );
+        }
+        out.histogram(
+            "weir_registration_duration_seconds",
+            "Time from a registration request to its answer (datapath programmed).",
+            &[],
+            &s.registration_latency,
+        );
+        out.gauge(
+            "weir_endpoints_registered",
+            "Local pods registered by the CNI plugin.",
+            s.registered_endpoints as f64,
+        );
+        out.counter(
+            "weir_endpoint_records_dropped_total",
+            "Endpoint records dropped at start because their link was gone or changed.",
+            s.records_dropped_at_start as f64,
+        );
+
+        out.family("weir_map_entries", "Entries in each BPF map.", "gauge");
+        for m in &s.datapath.maps {
+            out.sample("weir_map_entries", &[("map", &m.name)], m.entries as f64);
+        }
+        out.family(
+            "weir_map_capacity",
+            "Capacity (max_entries) of each BPF map.",
+            "gauge",
+        );
+        for m in &s.datapath.maps {
+            out.sample("weir_map_capacity", &[("map", &m.name)], m.capacity as f64);
+        }
+        out.family(
+            "weir_map_fill_ratio",
+            "Entries over capacity of each BPF map.",
+            "gauge",
+        );
+        for m in &s.datapath.maps {
+            let ratio = if m.capacity == 0 {
+                0.0
+            } else {
+                m.entries as f64 / m.capacity as f64
+            };
+            out.sample("weir_map_fill_ratio", &[("map", &m.name)], ratio);
+        }
+
+        out.family(
+            "weir_drops_total",
+            "Packets the datapath dropped or rejected, by program and reason.",
+            "counter",
+        );
+        for direction in Direction::ALL {
+            for reason in DropReason::ALL.into_iter().filter(|r| r.is_drop()) {
+                let packets = packet_count(&s.datapath, direction, reason).map_or(0, |c| c.packets);
+                out.sample(
+                    "weir_drops_total",
+                    &[("direction", direction.name()), ("reason", reason.name())],
+                    packets as f64,
+                );
+            }
+        }
+        out.family(
+            "weir_datapath_packets_total",
+            "Packets seen by the datapath, by program and verdict.",
+            "counter",
+        );
+        for c in &s.datapath.packets {
+            out.sample(
+                "weir_datapath_packets_total",
+                &[
+                    ("direction", c.direction.name()),
+                    ("reason", c.reason.name()),
+                ],
+                c.packets as f64,
+            );
+        }
+        out.family(
+            "weir_datapath_bytes_total",
+            "Bytes seen by the datapath, by program and verdict.",
+            "counter",
+        );
+        for c in &s.datapath.packets {
+            out.sample(
+                "weir_datapath_bytes_total",
+                &[
+                    ("direction", c.direction.name()),
+                    ("reason", c.reason.name()),
+                ],
+                c.bytes as f64,
+            );
+        }
+        if let Some(ct) = s.datapath.ct_entries {
+            out.gauge(
+                "weir_ct_entries",
+                "Conntrack entries (one per flow direction).",
+                ct as f64,
+            );
+        }
+        out.counter(
+            "weir_ct_gc_expired_total",
+            "Conntrack entries expired by the agent's GC.",
+            s.gc_expired as f64,
+        );
+        out.gauge(
+            "weir_ready",
+            "1 once the first full sync is done.",
+            if s.ready { 1.0 } else { 0.0 },
+        );
+        out.text
+    }
+}
+
+fn packet_count(
+    stats: &DatapathStats,
+    direction: Direction,
+    reason: DropReason,
+) -> Option<&crate::daemon::seams::PacketCount> {
+    stats
+        .packets
+        .iter()
+        .find(|c| c.direction == direction && c.reason == reason)
+}
+
+fn distinct_services_and_backends(plan: &DesiredState) -> (usize, usize) {
+    let mut services = std::collections::BTreeSet::new();
+    let mut backends = std::collections::BTreeSet::new();
+    for f in &plan.frontends {
+        services.insert((&f.service.namespace, &f.service.name));
+        for b in &f.backends {
+            backends.insert((b.address, b.port));
+        }
+    }
+    (services.len(), backends.len())
+}
+
+/// A writer of the text format.
+#[derive(Default)]
+struct Exposition {
+    text: String,
+}
+
+impl Exposition {
+    fn family(&mut self, name: &str, help: &str, kind: &str) {
+        let _ = writeln!(self.text, "# HELP {name} {}", escape_help(help));
+        let _ = writeln!(self.text, "# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.text.push_str(name);
+        if !labels.is_empty() {
+            self.text.push('{');
+            for (i, (key, value)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.text.push(',');
+                }
+                let _ = write!(self.text, "{key}=\"{}\"", escape_label(value));
+            }
+            self.text.push('}');
+        }
+        let _ = writeln!(self.text, " {}", format_value(value));
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, value: f64) {
+        self.family(name, help, "gauge");
+        self.sample(name, &[], value);
+    }
+
+    fn counter(&mut self, name: &str, help: &str, value: f64) {
+        self.family(name, help, "counter");
+        self.sample(name, &[], value);
+    }
+
+    fn histogram(&mut self, name: &str, help: &str, labels: &[(&str, &str)], h: &Histogram) {
+        self.family(name, help, "histogram");
+        let bucket = format!("{name}_bucket");
+        let mut cumulative = 0;
+        for (i, bound) in h.bounds.iter().enumerate() {
+            cumulative += h.counts.get(i).copied().unwrap_or(0);
+            let le = format_value(*bound);
+            let mut with_le = labels.to_vec();
+            with_le.push(("le", &le));
+            self.sample(&bucket, &with_le, cumulative as f64);
+        }
+        let mut with_le = labels.to_vec();
+        with_le.push(("le", "+Inf"));
+        self.sample(&bucket, &with_le, h.count as f64);
+        self.sample(&format!("{name}_sum"), labels, h.sum);
+        self.sample(&format!("{name}_count"), labels, h.count as f64);
+    }
+}
+
+fn format_value(v: f64) -> String {
+    if v.is_finite() && v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v}")
+    }
+}
+
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn escape_help(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::daemon::seams::{MapFill, PacketCount};
+    use crate::plan::{
+        Algorithm, Backend, Frontend, FrontendKind, Protocol, Scope, ServicePortRef,
+    };
+
+    fn line<'a>(text: &'a str, prefix: &str) -> &'a str {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no line starting with {prefix:?} in:\n{text}"))
+    }
+
+    fn frontend(name: &str, port: u16, backends: &[(u8, u16)]) -> Frontend {
+        Frontend {
+            service: ServicePortRef {
+                namespace: "default".into(),
+                name: name.into(),
+                port_name: String::new(),
+            },
+            address: Ipv4Addr::new(10, 96, 0, 10),
+            port,
+            proto: Protocol::Tcp,
+            scope: Scope::External,
+            kind: FrontendKind::ClusterIp,
+            local_only: false,
+            two_scopes: false,
+            affinity_timeout: None,
+            algorithm: Algorithm::Random,
+            backends: backends
+                .iter()
+                .map(|(last, port)| Backend {
+                    address: Ipv4Addr::new(10, 244, 1, *last),
+                    port: *port,
+                    terminating: false,
+                    local: true,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let mut h = Histogram::new(&LATENCY_BUCKETS);
+        for v in [0.0005, 0.003, 0.003, 20.0] {
+            h.observe(v);
+        }
+        let mut out = Exposition::default();
+        out.histogram("x_seconds", "help", &[], &h);
+        let text = out.text;
+        assert_eq!(
+            line(&text, "x_seconds_bucket{le=\"0.001\"}"),
+            "x_seconds_bucket{le=\"0.001\"} 1"
+        );
+        assert_eq!(
+            line(&text, "x_seconds_bucket{le=\"0.0025\"}"),
+            "x_seconds_bucket{le=\"0.0025\"} 1"
+        );
+        assert_eq!(
+            line(&text, "x_seconds_bucket{le=\"0.005\"}"),
+            "x_seconds_bucket{le=\"0.005\"} 3"
+        );
+        assert_eq!(
+            line(&text, "x_seconds_bucket{le=\"10\"}"),
+            "x_seconds_bucket{le=\"10\"} 3"
+        );
+        assert_eq!(
+            line(&text, "x_seconds_bucket{le=\"+Inf\"}"),
+            "x_seconds_bucket{le=\"+Inf\"} 4"
+        );
+        assert_eq!(line(&text, "x_seconds_count"), "x_seconds_count 4");
+        assert!(line(&text, "x_seconds_sum").starts_with("x_seconds_sum 20.006"));
+    }
+
+    #[test]
+    fn renders_every_family_with_values() {
+        let m = Metrics::new();
+        let plan = DesiredState {
+            frontends: vec![
+                frontend("web", 80, &[(5, 8080), (6, 8080)]),
+                frontend("web", 443, &[(5, 8443)]),
+                frontend("dns", 53, &[(5, 8080)]),
+            ],
+            routes: vec![],
+        };
+        m.record_sync(
+            &SyncRecord {
+                ok: false,
+                ..SyncRecord::default()
+            },
+            None,
+        );
+        m.record_sync(
+            &SyncRecord {
+                duration: Duration::from_millis(3),
+                ok: true,
+                plan_warnings: 2,
+                endpoints: 4,
+                routes_programmed: 1,
+                route_conflicts: 0,
+            },
+            Some(&plan),
+        );
+        let mut bad = BTreeMap::new();
+        bad.insert("syntax", 2);
+        bad.insert("unsupported_kind", 1);
+        m.set_objects(
+            ObjectCounts {
+                services: 2,
+                pods: 3,
+                ..ObjectCounts::default()
+            },
+            &bad,
+        );
+        m.record_registration("register", "ok", Duration::from_millis(12));
+        m.record_registration("register", "link_mismatch", Duration::from_millis(1));
+        m.set_registered_endpoints(1);
+        m.set_datapath(DatapathStats {
+            maps: vec![MapFill {
+                name: "weir_lb4_svc_v1".into(),
+                entries: 25,
+                capacity: 100,
+            }],
+            packets: vec![
+                PacketCount {
+                    direction: Direction::FromPod,
+                    reason: DropReason::NoBackend,
+                    packets: 7,
+                    bytes: 420,
+                },
+                PacketCount {
+                    direction: Direction::FromPod,
+                    reason: DropReason::Forwarded,
+                    packets: 100,
+                    bytes: 9000,
+                },
+            ],
+            ct_entries: Some(42),
+        });
+        m.set_ready(true);
+        let text = m.render();
+
+        for (prefix, want) in [
+            ("weir_sync_total{result=\"ok\"}", "1"),
+            ("weir_sync_total{result=\"error\"}", "1"),
+            ("weir_sync_duration_seconds_count", "2"),
+            ("weir_services_programmed", "2"),
+            ("weir_frontends_programmed", "3"),
+            ("weir_backends_programmed", "3"),
+            ("weir_endpoints ", "4"),
+            ("weir_plan_warnings", "2"),
+            ("weir_routes_programmed", "1"),
+            ("weir_objects{kind=\"Service\"}", "2"),
+            ("weir_objects{kind=\"Pod\"}", "3"),
+            ("weir_manifest_bad_documents{reason=\"all\"}", "3"),
+            ("weir_manifest_bad_documents{reason=\"syntax\"}", "2"),
+            (
+                "weir_registrations_total{op=\"register\",result=\"ok\"}",
+                "1",
+            ),
+            (
+                "weir_registrations_total{op=\"register\",result=\"link_mismatch\"}",
+                "1",
+            ),
+            (
+                "weir_registrations_total{op=\"deregister\",result=\"ok\"}",
+                "0",
+            ),
+            ("weir_registration_duration_seconds_count", "2"),
+            ("weir_endpoints_registered", "1"),
+            ("weir_map_entries{map=\"weir_lb4_svc_v1\"}", "25"),
+            ("weir_map_capacity{map=\"weir_lb4_svc_v1\"}", "100"),
+            ("weir_map_fill_ratio{map=\"weir_lb4_svc_v1\"}", "0.25"),
+            (
+                "weir_drops_total{direction=\"from_pod\",reason=\"no_backend\"}",
+                "7",
+            ),
+            (
+                "weir_drops_total{direction=\"to_pod\",reason=\"no_backend\"}",
+                "0",
+            ),
+            (
+                "weir_datapath_packets_total{direction=\"from_pod\",reason=\"forwarded\"}",
+                "100",
+            ),
+            (
+                "weir_datapath_bytes_total{direction=\"from_pod\",reason=\"no_backend\"}",
+                "420",
+            ),
+            ("weir_ct_entries", "42"),
+            ("weir_ready", "1"),
+        ] {
+            let l = line(&text, prefix);
+            assert_eq!(l.rsplit(' ').next().unwrap(), want, "{l}");
+        }
+        // Every sample line belongs to a family announced before it.
+        let mut announced = std::collections::HashSet::new();
+        for l in text.lines() {
+            if let Some(rest) = l.strip_prefix("# TYPE ") {
+                announced.insert(rest.split(' ').next().unwrap().to_string());
+            } else if !l.starts_with('#') {
+                let name = l.split(['{', ' ']).next().unwrap();
+                let family = name
+                    .strip_suffix("_bucket")
+                    .or_else(|| name.strip_suffix("_sum"))
+                    .or_else(|| name.strip_suffix("_count"))
+                    .filter(|f| announced.contains(*f))
+                    .unwrap_or(name);
+                assert!(announced.contains(family), "{l} has no TYPE line");
+            }
+        }
+    }
+
+    #[test]
+    fn forwarded_is_not_a_drop() {
+        let text = Metrics::new().render();
+        assert!(!text.contains("weir_drops_total{direction=\"from_pod\",reason=\"forwarded\"}"));
+        assert!(text.contains("weir_ready 0"));
+        assert!(
+            !text.contains("weir_ct_entries"),
+            "no datapath stats yet: no CT gauge"
+        );
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut out = Exposition::default();
+        out.sample("m", &[("k", "a\"b\\c\nd")], 1.5);
+        assert_eq!(out.text, "m{k=\"a\\\"b\\\\c\\nd\"} 1.5\n");
+    }
+}

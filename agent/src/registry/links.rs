@@ -1,0 +1,51 @@
+//! The node netns' links, read over rtnetlink (never from /sys, whose
+//! mount may belong to another netns).
+
+use futures::TryStreamExt;
+use netlink_packet_route::link::{LinkAttribute, LinkMessage};
+use rtnetlink::Handle;
+
+use super::rebuild::LiveLink;
+
+fn live_link(message: &LinkMessage) -> LiveLink {
+    let name = message
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            LinkAttribute::IfName(name) => Some(name.clone()),
+            _ => None,
+        })
+        .unwrap_or_default();
+    LiveLink {
+        index: message.header.index,
+        name,
+    }
+}
+
+/// Every link of the netns this handle's socket lives in.
+pub async fn list(handle: &Handle) -> anyhow::Result<Vec<LiveLink>> {
+    let mut links = Vec::new();
+    let mut dump = handle.link().get().execute();
+    while let Some(message) = dump
+        .try_next()
+        .await
+        .map_err(|e| anyhow::anyhow!("listing the node's links: {e}"))?
+    {
+        links.push(live_link(&message));
+    }
+    Ok(links)
+}
+
+/// The link with `index`, if there is one.
+pub async fn by_index(handle: &Handle, index: u32) -> anyhow::Result<Option<LiveLink>> {
+    let mut reply = handle.link().get().match_index(index).execute();
+    match reply.try_next().await {
+        Ok(message) => Ok(message.as_ref().map(live_link)),
+        Err(rtnetlink::Error::NetlinkError(e))
+            if e.code.map(|c| c.get().abs()) == Some(libc::ENODEV) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(anyhow::anyhow!("looking up link index {index}: {e}")),
+    }
+}

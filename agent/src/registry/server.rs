@@ -1,0 +1,276 @@
+//! The socket side of registration: accepts connections on
+//! `DIR/agent.sock`, reads request lines, hands each one to the main loop
+//! and writes back its answer. The main loop decides; this only moves
+//! bytes, so it is easy to test with a fake loop.
+
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, warn};
+
+use super::protocol::{self, ErrorCode, MAX_LINE, Op, Response};
+
+/// One request for the main loop, with the way to answer it.
+#[derive(Debug)]
+pub struct Registration {
+    pub op: Op,
+    pub reply: oneshot::Sender<Response>,
+    pub received: Instant,
+}
+
+/// A connection idle for this long is closed (a client that connected
+/// and hung must not hold a file descriptor forever).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Binds the socket at `path`, replacing a stale one. Fails when another
+/// agent answers on it: two agents must never program one node.
+pub async fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+    if path.exists() {
+        if UnixStream::connect(path).await.is_ok() {
+            anyhow::bail!(
+                "another agent is already serving {}; stop it first",
+                path.display()
+            );
+        }
+        std::fs::remove_file(path)
+            .map_err(|e| anyhow::anyhow!("removing the stale socket {}: {e}", path.display()))?;
+    }
+    let listener = UnixListener::bind(path)
+        .map_err(|e| anyhow::anyhow!("binding the agent socket {}: {e}", path.display()))?;
+    // Registering pods programs the datapath: root only.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| anyhow::anyhow!("restricting {}: {e}", path.display()))?;
+    Ok(listener)
+}
+
+/// Serves until `stop` turns true, then removes the socket file so
+/// clients fail fast (and the CNI plugin answers "try again later").
+pub async fn serve(
+    listener: UnixListener,
+    path: PathBuf,
+    loop_tx: mpsc::Sender<Registration>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = stopped(&mut stop) => break,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                let tx = loop_tx.clone();
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = handle_connection(stream, tx, stop).await {
+                        debug!(error = %e, "registration connection ended with an error");
+                    }
+                });
+            }
+            Err(e) => {
+                warn!(error = %e, "accepting on the agent socket failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    drop(listener);
+    if let Err(e) = std::fs::remove_file(&path)
+        && e.kind() != io::ErrorKind::NotFound
+    {
+        warn!(path = %path.display(), error = %e, "removing the agent socket");
+    }
+}
+
+async fn handle_connection(
+    stream: UnixStream,
+    loop_tx: mpsc::Sender<Registration>,
+    mut stop: watch::Receiver<bool>,
+) -> io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    let mut line = Vec::with_capacity(512);
+    loop {
+        line.clear();
+        let mut limited = (&mut reader).take(MAX_LINE as u64 + 1);
+        let read = tokio::select! {
+            read = tokio::time::timeout(IDLE_TIMEOUT, limited.read_until(b'\n', &mut line)) => read,
+            () = stopped(&mut stop) => return Ok(()),
+        };
+        let n = match read {
+            Ok(result) => result?,
+            Err(_) => return Ok(()),
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        let complete = line.last() == Some(&b'\n');
+        if !complete && line.len() > MAX_LINE {
+            let refusal = Response::error(
+                ErrorCode::BadRequest,
+                format!("request line longer than {MAX_LINE} bytes"),
+            );
+            write.write_all(&protocol::encode(&refusal)).await?;
+            return Ok(());
+        }
+        let body = line.strip_suffix(b"\n").unwrap_or(&line);
+        if body.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let response = answer(body, &loop_tx).await;
+        write.write_all(&protocol::encode(&response)).await?;
+        if !complete {
+            // EOF without a newline: that was the last request.
+            return Ok(());
+        }
+    }
+}
+
+/// Resolves once `stop` turns true or its sender is gone.
+pub async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+async fn answer(body: &[u8], loop_tx: &mpsc::Sender<Registration>) -> Response {
+    let request = match protocol::decode_request(body) {
+        Ok(request) => request,
+        Err(refusal) => return refusal,
+    };
+    if request.op == Op::Ping {
+        return Response::ok();
+    }
+    let (reply, answer) = oneshot::channel();
+    let registration = Registration {
+        op: request.op,
+        reply,
+        received: Instant::now(),
+    };
+    if loop_tx.send(registration).await.is_err() {
+        return shutting_down();
+    }
+    answer.await.unwrap_or_else(|_| shutting_down())
+}
+
+fn shutting_down() -> Response {
+    Response::error(ErrorCode::ShuttingDown, "the agent is shutting down")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::registry::protocol::{Request, encode};
+
+    struct Harness {
+        path: PathBuf,
+        stop: watch::Sender<bool>,
+        requests: mpsc::Receiver<Registration>,
+        server: tokio::task::JoinHandle<()>,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn start() -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.sock");
+        let listener = bind(&path).await.unwrap();
+        let (tx, requests) = mpsc::channel(8);
+        let (stop, stop_rx) = watch::channel(false);
+        let server = tokio::spawn(serve(listener, path.clone(), tx, stop_rx));
+        Harness {
+            path,
+            stop,
+            requests,
+            server,
+            _dir: dir,
+        }
+    }
+
+    async fn exchange(stream: &mut BufReader<UnixStream>, line: &[u8]) -> Response {
+        stream.get_mut().write_all(line).await.unwrap();
+        let mut answer = String::new();
+        stream.read_line(&mut answer).await.unwrap();
+        serde_json::from_str(&answer).unwrap()
+    }
+
+    #[tokio::test]
+    async fn forwards_requests_and_answers_in_order() {
+        let mut h = start().await;
+        let fake_loop = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while let Some(r) = h.requests.recv().await {
+                let answer = match &r.op {
+                    Op::Deregister { container_id, .. } if container_id == "bad" => {
+                        Response::error(ErrorCode::Datapath, "no")
+                    }
+                    _ => Response::ok(),
+                };
+                seen.push(r.op.clone());
+                r.reply.send(answer).unwrap();
+            }
+            seen
+        });
+        let mut client = BufReader::new(UnixStream::connect(&h.path).await.unwrap());
+        let ping = exchange(&mut client, &encode(&Request::new(Op::Ping))).await;
+        assert!(ping.ok);
+        let dereg = |id: &str| {
+            encode(&Request::new(Op::Deregister {
+                container_id: id.into(),
+                ifname: "eth0".into(),
+            }))
+        };
+        assert!(exchange(&mut client, &dereg("good")).await.ok);
+        let failed = exchange(&mut client, &dereg("bad")).await;
+        assert_eq!(failed.error.unwrap().code, ErrorCode::Datapath);
+        let garbage = exchange(&mut client, b"{nope\n").await;
+        assert_eq!(garbage.error.unwrap().code, ErrorCode::BadRequest);
+        let mut too_long = vec![b' '; MAX_LINE + 10];
+        too_long.push(b'\n');
+        let refused = exchange(&mut client, &too_long).await;
+        assert_eq!(refused.error.unwrap().code, ErrorCode::BadRequest);
+
+        h.stop.send(true).unwrap();
+        h.server.await.unwrap();
+        assert!(!h.path.exists(), "the socket file goes with the server");
+        drop(client);
+        let seen = fake_loop.await.unwrap();
+        assert_eq!(
+            seen.len(),
+            2,
+            "ping and bad lines never reach the loop: {seen:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_gone_loop_answers_shutting_down() {
+        let h = start().await;
+        drop(h.requests);
+        let mut client = BufReader::new(UnixStream::connect(&h.path).await.unwrap());
+        let answer = exchange(
+            &mut client,
+            &encode(&Request::new(Op::Deregister {
+                container_id: "c".into(),
+                ifname: "eth0".into(),
+            })),
+        )
+        .await;
+        assert_eq!(answer.error.unwrap().code, ErrorCode::ShuttingDown);
+        h.stop.send(true).unwrap();
+    }
+
+    #[tokio::test]
+    async fn refuses_to_steal_a_live_socket_but_replaces_a_stale_one() {
+        let h = start().await;
+        let err = bind(&h.path).await.unwrap_err();
+        assert!(err.to_string().contains("another agent"), "{err}");
+        h.stop.send(true).unwrap();
+        h.server.await.unwrap();
+        // A socket file nobody listens on (an agent killed with -9).
+        let stale = std::os::unix::net::UnixListener::bind(&h.path).unwrap();
+        drop(stale);
+        assert!(h.path.exists());
+        let _listener = bind(&h.path).await.unwrap();
+    }
+}
