@@ -149,7 +149,7 @@ fn backend(last: u8, port: u16) -> Backend {
         address: Ipv4Addr::new(10, 244, 1, last),
         port,
         terminating: false,
-        local: last % 2 == 0,
+        local: last.is_multiple_of(2),
     }
 }
 
