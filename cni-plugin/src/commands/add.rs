@@ -53,6 +53,8 @@ pub fn run(inv: &Invocation) -> Result<String, CniError> {
         host_ifname: &host_name,
         host_ifindex: wired.host.index,
         ips: allocations.iter().map(|a| a.ip).collect(),
+        mac: Some(wired.container.mac.as_str()).filter(|m| !m.is_empty()),
+        host_mac: Some(wired.host.mac.as_str()).filter(|m| !m.is_empty()),
         pod_namespace: &inv.args.pod_namespace,
         pod_name: &inv.args.pod_name,
     })?;
