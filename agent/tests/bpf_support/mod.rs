@@ -26,8 +26,7 @@ use weir_common::{
     ct::{Ct4Entry, Ct4Key},
     endpoint::{EndpointInfo, ep_flags},
     lb::{
-        Lb4AffinityKey, Lb4AffinityValue, Lb4Backend, Lb4Key, Lb4MaglevKey, Lb4RevNat,
-        Lb4Service,
+        Lb4AffinityKey, Lb4AffinityValue, Lb4Backend, Lb4Key, Lb4MaglevKey, Lb4RevNat, Lb4Service,
     },
     maps,
     metrics::{Direction, MetricKey, MetricValue},
@@ -284,6 +283,32 @@ impl Datapath {
             ..EndpointInfo::default()
         };
         eps.insert(be_addr(addr.parse().unwrap()), info, 0).unwrap();
+    }
+
+    pub fn remove_backend(&mut self, id: u32) {
+        let mut backends = self.hash::<u32, Lb4Backend>(maps::LB4_BACKENDS);
+        backends.remove(&id).unwrap();
+    }
+
+    pub fn set_affinity(
+        &mut self,
+        client: &str,
+        rev_nat_index: u16,
+        backend_id: u32,
+        last_used_ns: u64,
+    ) {
+        let mut map = self.hash::<Lb4AffinityKey, Lb4AffinityValue>(maps::LB4_AFFINITY);
+        let key = Lb4AffinityKey {
+            client: be_addr(client.parse().unwrap()),
+            rev_nat_index,
+            pad: 0,
+        };
+        let value = Lb4AffinityValue {
+            last_used_ns,
+            backend_id,
+            pad: 0,
+        };
+        map.insert(key, value, 0).unwrap();
     }
 
     pub fn config(&mut self, config: DatapathConfig) {
@@ -651,11 +676,7 @@ impl View<'_> {
         let field = [header[10], header[11]];
         header[10] = 0;
         header[11] = 0;
-        assert_eq!(
-            field,
-            checksum(&header).to_be_bytes(),
-            "IP header checksum"
-        );
+        assert_eq!(field, checksum(&header).to_be_bytes(), "IP header checksum");
     }
 
     /// Asserts the TCP/UDP checksum byte by byte against a recomputation
@@ -694,6 +715,18 @@ impl View<'_> {
             self.assert_l4_csum();
         }
     }
+}
+
+/// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns()`.
+pub fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec we own.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    assert_eq!(rc, 0, "clock_gettime");
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
 
 /// Distinct values for tests that need unique names.
