@@ -687,3 +687,51 @@ fn a_slot_naming_a_missing_backend_is_dropped_with_its_reason() {
         let _ = Lb4Backend::default();
     });
 }
+
+#[test]
+fn a_full_conntrack_map_drops_new_flows_with_their_reason() {
+    in_netns(|| {
+        with_private_bpffs(|bpffs| {
+            // A plain hash of one entry stands in for the LRU map: its
+            // inserts fail once it is full, as an LRU's do under pressure.
+            let pin = bpffs.join(weir_common::maps::CT4);
+            let status = std::process::Command::new("bpftool")
+                .args(["map", "create"])
+                .arg(&pin)
+                .args(["type", "hash", "key", "16", "value", "64", "entries", "1"])
+                .args(["name", "weir_ct4_v1"])
+                .status()
+                .expect("run bpftool");
+            assert!(status.success(), "bpftool map create");
+            let mut dp = Datapath::load_with(
+                aya::EbpfLoader::new().map_pin_path(weir_common::maps::CT4, pin.as_path()),
+            );
+            dp.service(&Service::new(VIP, 80, TCP, 1).backends(&[Backend::new(1, B1, 8080)]));
+
+            // The first flow's reply entry fills the map, its forward entry
+            // fails: dropped, and the reply entry is taken back.
+            let syn = Builder::tcp((CLIENT, 40020), (VIP, 80), SYN).build();
+            let run = dp.run(FROM_POD, &syn);
+            assert_eq!(run.verdict, TC_ACT_SHOT);
+            assert_eq!(run.packet, syn, "a dropped packet is not half-translated");
+            assert!(dp.ct().is_empty(), "no orphan entry: {:#?}", dp.ct());
+            assert_eq!(dp.count(Direction::FromPod, DropReason::CtFull), 1);
+
+            // Full from the start: the reply entry cannot be created either.
+            dp.fill_ct();
+            let run = dp.run(FROM_POD, &syn);
+            assert_eq!(run.verdict, TC_ACT_SHOT);
+            assert_eq!(dp.count(Direction::FromPod, DropReason::CtFull), 2);
+
+            // Hairpin flows claim their SNAT port with the reply entry.
+            dp.service(&Service::new(VIP, 81, TCP, 2).backends(&[Backend::new(2, CLIENT, 8080)]));
+            let run = dp.run(
+                FROM_POD,
+                &Builder::tcp((CLIENT, 40021), (VIP, 81), SYN).build(),
+            );
+            assert_eq!(run.verdict, TC_ACT_SHOT);
+            assert_eq!(dp.count(Direction::FromPod, DropReason::CtFull), 3);
+            assert_eq!(dp.count(Direction::FromPod, DropReason::Forwarded), 0);
+        });
+    });
+}

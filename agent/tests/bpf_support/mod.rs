@@ -69,6 +69,42 @@ pub fn in_netns<T: Send + 'static>(test: impl FnOnce() -> T + Send + 'static) ->
     }
 }
 
+/// Gives the calling test thread a private mount namespace with a bpffs
+/// mounted on a fresh directory, runs `f` with that directory, and unmounts.
+/// Call it inside [`in_netns`]: the mount never reaches the machine's mount
+/// namespace, and it dies with the thread even after a panic.
+pub fn with_private_bpffs<T>(f: impl FnOnce(&std::path::Path) -> T) -> T {
+    use nix::mount::{MntFlags, MsFlags, mount, umount2};
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .expect("unshare(CLONE_NEWNS) for this test's thread");
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .expect("make this thread's mounts private");
+    let dir =
+        std::env::temp_dir().join(format!("weir-bpftest-{}-{}", std::process::id(), unique()));
+    std::fs::create_dir(&dir).unwrap();
+    mount(
+        Some("bpf"),
+        &dir,
+        Some("bpf"),
+        MsFlags::empty(),
+        None::<&str>,
+    )
+    .expect("mount a bpffs");
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&dir)));
+    umount2(&dir, MntFlags::MNT_DETACH).expect("unmount the test bpffs");
+    std::fs::remove_dir(&dir).unwrap();
+    match result {
+        Ok(value) => value,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
 /// Runs `ip ARGS` in the calling thread's network namespace (a child
 /// process forked from this thread inherits it).
 pub fn ip(args: &[&str]) {
@@ -85,10 +121,21 @@ pub fn ifindex(name: &str) -> u32 {
     nix::net::if_::if_nametoindex(name).unwrap_or_else(|e| panic!("ifindex of {name}: {e}"))
 }
 
+/// The MAC of a device in the calling thread's network namespace (from
+/// `ip`: /sys shows the namespace it was mounted in, not ours).
 pub fn mac_of(name: &str) -> [u8; 6] {
-    let text = std::fs::read_to_string(format!("/sys/class/net/{name}/address"))
-        .unwrap_or_else(|e| panic!("MAC of {name}: {e}"));
-    parse_mac(text.trim())
+    let out = Command::new("ip")
+        .args(["-o", "link", "show", "dev", name])
+        .output()
+        .expect("run ip");
+    assert!(out.status.success(), "ip link show {name}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mac = text
+        .split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no MAC for {name} in {text:?}"));
+    parse_mac(mac)
 }
 
 pub fn parse_mac(text: &str) -> [u8; 6] {
@@ -325,6 +372,16 @@ impl Datapath {
                 (CtKey::from(k), v)
             })
             .collect()
+    }
+
+    /// Puts an unrelated entry into conntrack (fills a one-entry test map).
+    pub fn fill_ct(&mut self) {
+        let mut ct = self.hash::<Ct4Key, Ct4Entry>(maps::CT4);
+        let key = Ct4Key {
+            saddr: 1,
+            ..Ct4Key::default()
+        };
+        ct.insert(key, Ct4Entry::default(), 0).unwrap();
     }
 
     pub fn affinity(&mut self) -> Vec<(Lb4AffinityKey, Lb4AffinityValue)> {
