@@ -1,0 +1,335 @@
+//! Running the real `weir-agent` binary inside a lab node, as the demo
+//! and a DaemonSet would: its own netns, pin root, state dir and a
+//! manifests directory standing for the API server.
+#![allow(clippy::unwrap_used, dead_code)]
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use aya::programs::{SchedClassifier, TcAttachType};
+use serde_json::Value;
+use weir_lab::{CniCall, CniOutput, Lab, Node, Pod, bin_path};
+
+/// The agent's HTTP port (its default; each node has its own netns).
+pub const METRICS_PORT: u16 = 9962;
+
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "daemon tests need root (netns, bpffs, tcx); run them through `cargo xtask test` as root"
+    );
+}
+
+/// A 1..n node lab without the lab's own native routes (the agents
+/// program them).
+pub fn lab(nodes: usize) -> Lab {
+    require_root();
+    Lab::builder()
+        .nodes(nodes)
+        .native_routing(false)
+        .build()
+        .unwrap()
+}
+
+/// `<node dir>/manifests`, shared by every node's agent of the lab.
+pub fn manifests_dir(lab: &Lab) -> PathBuf {
+    let dir = lab.dir().join("manifests");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Node objects for every lab node (podCIDR, InternalIP).
+pub fn node_manifests(lab: &Lab) -> String {
+    lab.nodes()
+        .iter()
+        .map(|n| {
+            format!(
+                "---\napiVersion: v1\nkind: Node\nmetadata: {{name: {}}}\nspec: {{podCIDR: {}}}\n\
+                 status: {{addresses: [{{type: InternalIP, address: {}}}]}}\n",
+                n.name(),
+                n.pod_cidr(),
+                n.ip()
+            )
+        })
+        .collect()
+}
+
+/// Writes `body` to `dir/name` atomically (the watcher never sees half).
+pub fn write_manifest(dir: &Path, name: &str, body: &str) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, body).unwrap();
+    std::fs::rename(&tmp, dir.join(name)).unwrap();
+}
+
+/// The node's CNI config with `agentSocket` pointing at its agent.
+pub fn cni_config(node: &Node) -> Value {
+    let mut config = node.cni_config();
+    config["agentSocket"] = agent_socket(node).display().to_string().into();
+    config
+}
+
+pub fn agent_socket(node: &Node) -> PathBuf {
+    node.agent_dir().join("agent.sock")
+}
+
+pub fn record_path(pod: &Pod) -> PathBuf {
+    pod.node().agent_dir().join("endpoints").join(format!(
+        "{}-{}.json",
+        pod.container_id(),
+        pod.ifname()
+    ))
+}
+
+/// A raw ADD for pod `name` in a fresh netns, for calls expected to fail.
+pub fn add_call(node: &Node, name: &str, config: &Value) -> (CniCall, CniOutput) {
+    let ns = node.create_netns(&format!("default.{name}")).unwrap();
+    let container_id = ns
+        .name()
+        .strip_prefix("wlab-")
+        .unwrap_or(ns.name())
+        .to_string();
+    let call = CniCall::new("ADD", &container_id)
+        .netns(ns.path_str())
+        .ifname("eth0")
+        .args(Some(weir_lab::cni::default_cni_args("default", name)))
+        .config(config);
+    let out = node.cni_call(&call).unwrap();
+    (call, out)
+}
+
+/// Names of the tcx programs on `dev` in the node's netns, ingress ones
+/// then egress ones, e.g. `["weir_from_pod", "weir_to_pod"]` (bpftool 7.1
+/// predates tcx, so this asks the kernel directly).
+pub fn tc_programs(node: &Node, dev: &str) -> Vec<String> {
+    let dev = dev.to_string();
+    node.netns()
+        .enter(move || {
+            let mut names = Vec::new();
+            for hook in [TcAttachType::Ingress, TcAttachType::Egress] {
+                let (_, programs) = SchedClassifier::query_tcx(&dev, hook).unwrap();
+                names.extend(
+                    programs
+                        .iter()
+                        .map(|p| p.name_as_str().unwrap_or_default().to_string()),
+                );
+            }
+            names
+        })
+        .unwrap()
+}
+
+/// Whether `names` holds `full` (or its first 15 bytes, as the kernel
+/// keeps them).
+pub fn has_program(names: &[String], full: &str) -> bool {
+    let short = &full[..full.len().min(15)];
+    names.iter().any(|n| n == full || n == short)
+}
+
+/// A `weir-agent` process in a lab node. Killed on drop; its log is
+/// printed when the test is failing.
+pub struct Agent {
+    node: Node,
+    manifests: PathBuf,
+    child: Option<Child>,
+    log: PathBuf,
+    extra: Vec<String>,
+}
+
+impl Agent {
+    /// Starts the agent on `node` in standalone mode.
+    pub fn start(node: &Node, manifests: &Path) -> Agent {
+        Self::start_with(node, manifests, &[])
+    }
+
+    pub fn start_with(node: &Node, manifests: &Path, extra: &[&str]) -> Agent {
+        let mut agent = Agent {
+            node: node.clone(),
+            manifests: manifests.to_path_buf(),
+            child: None,
+            log: node.dir().join("agent.log"),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        agent.spawn();
+        agent
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = self
+            .node
+            .netns()
+            .command(bin_path("weir-agent"))
+            .arg("--manifests")
+            .arg(&self.manifests)
+            .args(["--node-name", self.node.name()])
+            .arg("--bpffs")
+            .arg(self.node.bpffs_dir())
+            .arg("--state-dir")
+            .arg(self.node.agent_dir())
+            .args(&self.extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    /// Starts it again after [`Agent::terminate`] or [`Agent::kill`].
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "the agent is still running");
+        self.spawn();
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    /// SIGTERM, then waits (at most 30 s) for the exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.pid());
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        self.wait(Duration::from_secs(30))
+    }
+
+    /// SIGKILL, then reaps it.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            let child = self.child.as_mut().unwrap();
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "the agent did not exit within {limit:?}\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The agent's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `GET path` on the agent's HTTP port, from inside the node's netns:
+    /// (status, body); `None` when nothing listens yet.
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        let path = path.to_string();
+        self.node
+            .netns()
+            .enter(move || http_get(Ipv4Addr::LOCALHOST, METRICS_PORT, &path))
+            .unwrap()
+    }
+
+    /// Waits (at most 30 s) until `/readyz` answers 200.
+    pub fn wait_ready(&self) {
+        self.wait_for("/readyz 200", |a| {
+            matches!(a.get("/readyz"), Some((200, _)))
+        });
+    }
+
+    /// The value of the sample `name{labels}` (as written) in /metrics.
+    pub fn metric(&self, sample: &str) -> Option<f64> {
+        let (_, body) = self.get("/metrics")?;
+        body.lines()
+            .find(|l| l.starts_with(sample) && l[sample.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    /// Polls `f` every 20 ms for at most 30 s; panics with the log.
+    pub fn wait_for(&self, what: &str, f: impl Fn(&Agent) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_ref()
+                && let Ok(Some(status)) = nix_wait_check(child)
+            {
+                panic!(
+                    "the agent exited ({status}) while waiting for {what}\n{}",
+                    self.log_text()
+                );
+            }
+            if f(self) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("timed out waiting for {what}\n{}", self.log_text());
+    }
+}
+
+/// Whether the child has exited, without reaping it.
+fn nix_wait_check(child: &Child) -> std::io::Result<Option<String>> {
+    let path = format!("/proc/{}/stat", child.id());
+    match std::fs::read_to_string(path) {
+        Ok(stat) if stat.split(") ").nth(1).is_some_and(|s| s.starts_with('Z')) => {
+            Ok(Some("zombie".into()))
+        }
+        Ok(_) => Ok(None),
+        Err(_) => Ok(Some("gone".into())),
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "---- weir-agent log ({}) ----\n{}",
+                self.node.name(),
+                self.log_text()
+            );
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 GET; `None` when the connection is refused.
+pub fn http_get(addr: Ipv4Addr, port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect((addr, port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    let status = answer.split(' ').nth(1)?.parse().ok()?;
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// Reads a JSON file.
+pub fn read_json(path: &Path) -> Value {
+    let mut text = String::new();
+    File::open(path).unwrap().read_to_string(&mut text).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
