@@ -166,37 +166,36 @@ async fn wait_for_signals(stop: watch::Sender<bool>) {
     std::process::exit(1);
 }
 
-/// The first IPv4 address of interface `name`.
+/// The first IPv4 address of interface `name`. Streams are read to the
+/// end: dropping one early makes netlink-proto warn about orphaned replies.
 async fn interface_ipv4(
     handle: &rtnetlink::Handle,
     name: &str,
 ) -> anyhow::Result<Option<Ipv4Addr>> {
-    let Some(link) = handle
+    let links: Vec<_> = handle
         .link()
         .get()
         .match_name(name.to_string())
         .execute()
-        .try_next()
+        .try_collect()
         .await
-        .map_err(|e| anyhow::anyhow!("looking up interface {name}: {e}"))?
-    else {
+        .map_err(|e| anyhow::anyhow!("looking up interface {name}: {e}"))?;
+    let Some(link) = links.first() else {
         return Ok(None);
     };
-    let mut addresses = handle
+    let addresses: Vec<_> = handle
         .address()
         .get()
         .set_link_index_filter(link.header.index)
-        .execute();
-    while let Some(message) = addresses
-        .try_next()
+        .execute()
+        .try_collect()
         .await
-        .map_err(|e| anyhow::anyhow!("listing the addresses of {name}: {e}"))?
-    {
-        for attribute in &message.attributes {
-            if let AddressAttribute::Address(std::net::IpAddr::V4(ip)) = attribute {
-                return Ok(Some(*ip));
-            }
-        }
-    }
-    Ok(None)
+        .map_err(|e| anyhow::anyhow!("listing the addresses of {name}: {e}"))?;
+    Ok(addresses
+        .iter()
+        .flat_map(|m| m.attributes.iter())
+        .find_map(|a| match a {
+            AddressAttribute::Address(std::net::IpAddr::V4(ip)) => Some(*ip),
+            _ => None,
+        }))
 }

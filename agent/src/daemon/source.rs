@@ -2,7 +2,7 @@
 //! [`Source`] seam. The in-cluster source lives in [`super::cluster`].
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -14,6 +14,7 @@ use crate::manifests::{ManifestSet, ManifestWatcher, WatchConfig};
 /// `--manifests DIR`.
 pub struct ManifestSource {
     _watcher: ManifestWatcher,
+    dir: PathBuf,
     rx: watch::Receiver<Arc<ManifestSet>>,
     /// Bad documents already logged (by their description), so a bad file
     /// is reported when it appears, not at every reload.
@@ -28,6 +29,7 @@ impl ManifestSource {
         })?;
         Ok(Self {
             _watcher: watcher,
+            dir: std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf()),
             rx,
             logged: HashSet::new(),
         })
@@ -45,14 +47,25 @@ impl Source for ManifestSource {
         for error in &set.errors {
             let text = error.to_string();
             if !self.logged.contains(&text) {
-                warn!(
-                    file = %error.path.display(),
-                    document = error.location.map(|l| l.document),
-                    line = error.location.and_then(|l| l.line),
-                    reason = %error.reason,
-                    code = error.reason.code(),
-                    "skipping a bad manifest document"
-                );
+                match error.location {
+                    Some(location) => warn!(
+                        file = %error.path.display(),
+                        document = location.document,
+                        item = location.item,
+                        line = location.line,
+                        reason = %error.reason,
+                        code = error.reason.code(),
+                        "skipping a bad manifest document"
+                    ),
+                    // The directory itself: the watcher reports that.
+                    None if error.path == self.dir => {}
+                    None => warn!(
+                        file = %error.path.display(),
+                        reason = %error.reason,
+                        code = error.reason.code(),
+                        "skipping a bad manifest file"
+                    ),
+                }
             }
             now.insert(text);
         }

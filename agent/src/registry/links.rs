@@ -38,9 +38,16 @@ pub async fn list(handle: &Handle) -> anyhow::Result<Vec<LiveLink>> {
 
 /// The link with `index`, if there is one.
 pub async fn by_index(handle: &Handle, index: u32) -> anyhow::Result<Option<LiveLink>> {
-    let mut reply = handle.link().get().match_index(index).execute();
-    match reply.try_next().await {
-        Ok(message) => Ok(message.as_ref().map(live_link)),
+    // Read the reply to its end (dropping it early orphans the ACK).
+    let reply: Result<Vec<LinkMessage>, _> = handle
+        .link()
+        .get()
+        .match_index(index)
+        .execute()
+        .try_collect()
+        .await;
+    match reply {
+        Ok(messages) => Ok(messages.first().map(live_link)),
         Err(rtnetlink::Error::NetlinkError(e))
             if e.code.map(|c| c.get().abs()) == Some(libc::ENODEV) =>
         {
