@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use futures::TryStreamExt;
 use netlink_packet_route::address::AddressAttribute;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
@@ -48,6 +48,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         netdev = %config.netdev, cgroup = ?config.cgroup, algorithm = ?config.default_algorithm,
         "weir-agent starting"
     );
+    // Installed first: a SIGTERM during start-up then means "stop once
+    // started", never the default action of dying half-way.
+    let term = signal(SignalKind::terminate())
+        .map_err(|e| anyhow::anyhow!("installing the SIGTERM handler: {e}"))?;
+    let int = signal(SignalKind::interrupt())
+        .map_err(|e| anyhow::anyhow!("installing the SIGINT handler: {e}"))?;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -103,7 +109,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     reconciler.adopt().await?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(wait_for_signals(stop_tx));
+    tokio::spawn(wait_for_signals(term, int, stop_tx));
 
     let socket_path = config.socket_path();
     let listener = server::bind(&socket_path).await?;
@@ -145,14 +151,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
 /// Turns the first SIGTERM/SIGINT into a graceful stop; a second one
 /// exits at once.
-async fn wait_for_signals(stop: watch::Sender<bool>) {
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        error!("cannot install signal handlers; stop the agent with SIGKILL");
-        return;
-    };
+async fn wait_for_signals(mut term: Signal, mut int: Signal, stop: watch::Sender<bool>) {
     tokio::select! {
         _ = term.recv() => info!(signal = "SIGTERM", "stopping gracefully"),
         _ = int.recv() => info!(signal = "SIGINT", "stopping gracefully"),
