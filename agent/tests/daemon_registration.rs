@@ -163,3 +163,68 @@ fn add_fails_with_code_11_and_leaves_nothing_when_the_agent_is_down() {
     let pod = node.add_pod_with_config("z", &config).unwrap();
     assert!(record_path(&pod).exists());
 }
+
+#[test]
+fn parallel_adds_and_dels_all_register_and_deregister() {
+    const PODS: usize = 30;
+    let lab = lab(1);
+    let node = lab.node(1);
+    let dir = manifests_dir(&lab);
+    write_manifest(&dir, "cluster.yaml", &node_manifests(&lab));
+    let agent = Agent::start(node, &dir);
+    agent.wait_ready();
+    let config = cni_config(node);
+    let calls: Vec<CniCall> = (0..PODS)
+        .map(|i| {
+            let ns = node.create_netns(&format!("default.par{i}")).unwrap();
+            CniCall::new("ADD", &format!("{}-par-{i}", lab.id()))
+                .netns(ns.path_str())
+                .args(Some(weir_lab::cni::default_cni_args(
+                    "default",
+                    &format!("par{i}"),
+                )))
+                .config(&config)
+        })
+        .collect();
+    let run_all = |command: &str| {
+        let start = std::sync::Barrier::new(PODS);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = calls
+                .iter()
+                .map(|call| {
+                    let start = &start;
+                    let call = CniCall {
+                        command: command.to_string(),
+                        ..call.clone()
+                    };
+                    s.spawn(move || {
+                        start.wait();
+                        node.cni_call(&call).unwrap()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .collect::<Vec<_>>()
+        })
+    };
+
+    for (i, out) in run_all("ADD").iter().enumerate() {
+        assert!(out.success(), "ADD {i}: {out}");
+    }
+    let records = node.agent_dir().join("endpoints");
+    assert_eq!(std::fs::read_dir(&records).unwrap().count(), PODS);
+    assert_eq!(agent.metric("weir_endpoints_registered"), Some(PODS as f64));
+    assert_eq!(
+        agent.metric("weir_registrations_total{op=\"register\",result=\"ok\"}"),
+        Some(PODS as f64)
+    );
+
+    for (i, out) in run_all("DEL").iter().enumerate() {
+        assert!(out.success(), "DEL {i}: {out}");
+    }
+    assert_eq!(std::fs::read_dir(&records).unwrap().count(), 0);
+    assert_eq!(agent.metric("weir_endpoints_registered"), Some(0.0));
+    assert!(node.allocated_ips().is_empty());
+}
