@@ -12,7 +12,6 @@ use weir_common::{DropReason, metrics::Direction};
 
 use crate::daemon::seams::DatapathStats;
 use crate::k8s::{Kind, ObjectCounts};
-use crate::plan::DesiredState;
 
 /// The content type of [`Metrics::render`].
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -70,6 +69,16 @@ pub struct SyncRecord {
     pub endpoints: usize,
     pub routes_programmed: usize,
     pub route_conflicts: usize,
+    /// What the datapath holds after the apply; `None` when it failed.
+    pub programmed: Option<Programmed>,
+}
+
+/// Counts of what an apply left in the maps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Programmed {
+    pub services: u64,
+    pub frontends: u64,
+    pub backends: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -78,9 +87,9 @@ struct State {
     syncs_failed: u64,
     sync_latency: Histogram,
     last_sync_unix: Option<f64>,
-    services: usize,
-    frontends: usize,
-    backends: usize,
+    services: u64,
+    frontends: u64,
+    backends: u64,
     endpoints: usize,
     plan_warnings: usize,
     routes_programmed: usize,
@@ -144,9 +153,8 @@ impl Metrics {
         f(&mut state)
     }
 
-    /// A finished sync and the plan it programmed (`None` when the plan
-    /// was not applied).
-    pub fn record_sync(&self, sync: &SyncRecord, plan: Option<&DesiredState>) {
+    /// A finished sync.
+    pub fn record_sync(&self, sync: &SyncRecord) {
         self.with(|s| {
             if sync.ok {
                 s.syncs_ok += 1;
@@ -161,11 +169,10 @@ impl Metrics {
             s.plan_warnings = sync.plan_warnings;
             s.routes_programmed = sync.routes_programmed;
             s.route_conflicts = sync.route_conflicts;
-            if let Some(plan) = plan {
-                let (services, backends) = distinct_services_and_backends(plan);
-                s.services = services;
-                s.backends = backends;
-                s.frontends = plan.frontends.len();
+            if let Some(p) = sync.programmed {
+                s.services = p.services;
+                s.frontends = p.frontends;
+                s.backends = p.backends;
                 s.endpoints = sync.endpoints;
             }
         });
@@ -448,18 +455,6 @@ fn packet_count(
         .find(|c| c.direction == direction && c.reason == reason)
 }
 
-fn distinct_services_and_backends(plan: &DesiredState) -> (usize, usize) {
-    let mut services = std::collections::BTreeSet::new();
-    let mut backends = std::collections::BTreeSet::new();
-    for f in &plan.frontends {
-        services.insert((&f.service.namespace, &f.service.name));
-        for b in &f.backends {
-            backends.insert((b.address, b.port));
-        }
-    }
-    (services.len(), backends.len())
-}
-
 /// A writer of the text format.
 #[derive(Default)]
 struct Exposition {
@@ -538,46 +533,13 @@ fn escape_help(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-    use std::net::Ipv4Addr;
-
     use super::*;
     use crate::daemon::seams::{MapFill, PacketCount};
-    use crate::plan::{
-        Algorithm, Backend, Frontend, FrontendKind, Protocol, Scope, ServicePortRef,
-    };
 
     fn line<'a>(text: &'a str, prefix: &str) -> &'a str {
         text.lines()
             .find(|l| l.starts_with(prefix))
             .unwrap_or_else(|| panic!("no line starting with {prefix:?} in:\n{text}"))
-    }
-
-    fn frontend(name: &str, port: u16, backends: &[(u8, u16)]) -> Frontend {
-        Frontend {
-            service: ServicePortRef {
-                namespace: "default".into(),
-                name: name.into(),
-                port_name: String::new(),
-            },
-            address: Ipv4Addr::new(10, 96, 0, 10),
-            port,
-            proto: Protocol::Tcp,
-            scope: Scope::External,
-            kind: FrontendKind::ClusterIp,
-            local_only: false,
-            two_scopes: false,
-            affinity_timeout: None,
-            algorithm: Algorithm::Random,
-            backends: backends
-                .iter()
-                .map(|(last, port)| Backend {
-                    address: Ipv4Addr::new(10, 244, 1, *last),
-                    port: *port,
-                    terminating: false,
-                    local: true,
-                })
-                .collect(),
-        }
     }
 
     #[test]
@@ -616,32 +578,23 @@ mod tests {
     #[test]
     fn renders_every_family_with_values() {
         let m = Metrics::new();
-        let plan = DesiredState {
-            frontends: vec![
-                frontend("web", 80, &[(5, 8080), (6, 8080)]),
-                frontend("web", 443, &[(5, 8443)]),
-                frontend("dns", 53, &[(5, 8080)]),
-            ],
-            routes: vec![],
-        };
-        m.record_sync(
-            &SyncRecord {
-                ok: false,
-                ..SyncRecord::default()
-            },
-            None,
-        );
-        m.record_sync(
-            &SyncRecord {
-                duration: Duration::from_millis(3),
-                ok: true,
-                plan_warnings: 2,
-                endpoints: 4,
-                routes_programmed: 1,
-                route_conflicts: 0,
-            },
-            Some(&plan),
-        );
+        m.record_sync(&SyncRecord {
+            ok: false,
+            ..SyncRecord::default()
+        });
+        m.record_sync(&SyncRecord {
+            duration: Duration::from_millis(3),
+            ok: true,
+            plan_warnings: 2,
+            endpoints: 4,
+            routes_programmed: 1,
+            route_conflicts: 0,
+            programmed: Some(Programmed {
+                services: 2,
+                frontends: 3,
+                backends: 3,
+            }),
+        });
         let mut bad = BTreeMap::new();
         bad.insert("syntax", 2);
         bad.insert("unsupported_kind", 1);

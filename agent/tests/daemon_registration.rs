@@ -94,6 +94,7 @@ fn add_returns_after_the_pod_is_programmed() {
         "weir_drops_total{direction=\"from_pod\",reason=\"no_backend\"}",
         "weir_map_capacity{map=\"weir_ct4_v1\"}",
         "weir_objects{kind=\"Service\"} 1",
+        "weir_ct_entries ",
     ] {
         assert!(metrics.contains(family), "{family} missing:\n{metrics}");
     }

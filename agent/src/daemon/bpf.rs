@@ -163,6 +163,9 @@ impl seams::Datapath for BpfDatapath {
             );
         }
         Ok(ApplyStats {
+            services: stats.services as u64,
+            frontends: stats.frontends as u64,
+            backends: stats.backends as u64,
             map_writes: stats.writes + stats.deletes,
             failed_writes: stats.failed_writes(),
             ct_flushed: stats.ct_flushed,

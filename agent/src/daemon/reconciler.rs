@@ -18,7 +18,7 @@ use tracing::{debug, error, info, warn};
 use super::seams::{Datapath, LinkTable, RouteSync, Source, SourceView};
 use crate::http::Health;
 use crate::k8s::{ObjectName, ObjectWarning};
-use crate::metrics::{Metrics, SyncRecord};
+use crate::metrics::{Metrics, Programmed, SyncRecord};
 use crate::plan::{Algorithm, NodeRoute};
 use crate::registry::rebuild::{self, Verdict};
 use crate::registry::record::{self, validate_container_id, validate_ifname};
@@ -490,8 +490,10 @@ impl<D: Datapath, L: LinkTable, R: RouteSync> Reconciler<D, L, R> {
         };
         let objects = self.view.objects.clone();
         let plan = blocking(|| compute_plan(objects.snapshot(), &plan_ctx));
+        let planned = started.elapsed();
         self.log_new_warnings(&plan.warnings);
         let applied = blocking(|| self.datapath.apply(&plan.state));
+        let apply_done = started.elapsed();
         let routes = self.routes.sync(&plan.state.routes).await;
         self.last_routes.clone_from(&plan.state.routes);
         self.next_routes = Instant::now() + self.timing.routes_every;
@@ -506,17 +508,19 @@ impl<D: Datapath, L: LinkTable, R: RouteSync> Reconciler<D, L, R> {
         };
         let complete = applied.as_ref().is_ok_and(|s| s.failed_writes == 0);
         let ok = complete && routes.is_ok();
-        self.ctx.metrics.record_sync(
-            &SyncRecord {
-                duration,
-                ok,
-                plan_warnings: plan.warnings.len(),
-                endpoints: plan.endpoints,
-                routes_programmed: route_report.programmed,
-                route_conflicts: route_report.conflicts,
-            },
-            applied.is_ok().then_some(&plan.state),
-        );
+        self.ctx.metrics.record_sync(&SyncRecord {
+            duration,
+            ok,
+            plan_warnings: plan.warnings.len(),
+            endpoints: plan.endpoints,
+            routes_programmed: route_report.programmed,
+            route_conflicts: route_report.conflicts,
+            programmed: applied.as_ref().ok().map(|s| Programmed {
+                services: s.services,
+                frontends: s.frontends,
+                backends: s.backends,
+            }),
+        });
         match &applied {
             Ok(stats) => {
                 info!(
@@ -529,6 +533,9 @@ impl<D: Datapath, L: LinkTable, R: RouteSync> Reconciler<D, L, R> {
                     failed_writes = stats.failed_writes,
                     ct_flushed = stats.ct_flushed,
                     duration_ms = duration.as_secs_f64() * 1e3,
+                    plan_ms = planned.as_secs_f64() * 1e3,
+                    apply_ms = (apply_done - planned).as_secs_f64() * 1e3,
+                    routes_ms = (duration - apply_done).as_secs_f64() * 1e3,
                     "datapath synced"
                 );
                 if ok {
@@ -538,7 +545,9 @@ impl<D: Datapath, L: LinkTable, R: RouteSync> Reconciler<D, L, R> {
                     self.applied_once = true;
                     self.ctx.health.set_first_apply_done();
                     self.ctx.metrics.set_ready(true);
+                    // Counters and a first CT count right away.
                     self.next_stats = Instant::now();
+                    self.next_gc = Instant::now();
                     info!("ready: first full sync done");
                 }
             }
@@ -607,13 +616,7 @@ impl<D: Datapath, L: LinkTable, R: RouteSync> Reconciler<D, L, R> {
 
     async fn housekeeping(&mut self) {
         let now = Instant::now();
-        if self.applied_once && now >= self.next_stats {
-            self.next_stats = now + self.timing.stats_every;
-            match blocking(|| self.datapath.stats()) {
-                Ok(stats) => self.ctx.metrics.set_datapath(stats),
-                Err(e) => warn!(error = %format!("{e:#}"), "reading datapath counters failed"),
-            }
-        }
+        // GC first: the stats report the CT count of the last pass.
         if self.applied_once && now >= self.next_gc {
             self.next_gc = now + self.timing.gc_every;
             match blocking(|| self.datapath.collect_garbage()) {
@@ -622,6 +625,13 @@ impl<D: Datapath, L: LinkTable, R: RouteSync> Reconciler<D, L, R> {
                     debug!(scanned = gc.scanned, expired = gc.expired, "conntrack GC");
                 }
                 Err(e) => warn!(error = %format!("{e:#}"), "conntrack GC failed"),
+            }
+        }
+        if self.applied_once && now >= self.next_stats {
+            self.next_stats = now + self.timing.stats_every;
+            match blocking(|| self.datapath.stats()) {
+                Ok(stats) => self.ctx.metrics.set_datapath(stats),
+                Err(e) => warn!(error = %format!("{e:#}"), "reading datapath counters failed"),
             }
         }
         if self.applied_once && now >= self.next_routes {

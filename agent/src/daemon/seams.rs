@@ -17,6 +17,12 @@ use crate::routes::RouteReport;
 /// What one [`Datapath::apply`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ApplyStats {
+    /// Services (namespace/name) with at least one frontend programmed.
+    pub services: u64,
+    /// Frontends whose map entries match the plan.
+    pub frontends: u64,
+    /// Distinct backends of the plan in the backends map.
+    pub backends: u64,
     /// Map entries written or deleted.
     pub map_writes: u64,
     /// Writes that failed (a full map); their frontends keep their
