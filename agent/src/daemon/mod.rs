@@ -60,6 +60,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .create(&config.state_dir)
         .map_err(|e| anyhow::anyhow!("creating --state-dir {}: {e}", config.state_dir.display()))?;
     let store = RecordStore::open(config.records_dir())?;
+    // The source first: a missing cluster config fails before anything is
+    // attached. Applying still waits for its first full view.
+    let objects = match &config.source {
+        SourceKind::Manifests(dir) => AnySource::Manifests(source::ManifestSource::start(dir)?),
+        SourceKind::Cluster => AnySource::Cluster(cluster::ClusterSource::start().await?),
+    };
 
     // The process lives in the node's netns: this connection sees its
     // links and routes, and no thread ever needs setns.
@@ -130,16 +136,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let http_server = tokio::spawn(http::serve(http_listener, shared, stop_rx.clone()));
     info!(addr = %config.metrics_addr, "serving /metrics, /healthz, /readyz");
 
-    match &config.source {
-        SourceKind::Manifests(dir) => {
-            let source = source::ManifestSource::start(dir)?;
-            reconciler.run(source, request_rx, stop_rx).await;
-        }
-        SourceKind::Cluster => {
-            let source = cluster::ClusterSource::start().await?;
-            reconciler.run(source, request_rx, stop_rx).await;
-        }
-    }
+    reconciler.run(objects, request_rx, stop_rx).await;
     for (what, task) in [("socket", socket), ("http", http_server)] {
         if let Err(e) = task.await {
             error!(task = what, error = %e, "server task failed");
@@ -147,6 +144,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     info!("stopped; BPF pins and program attachments stay in place");
     Ok(())
+}
+
+/// The configured source.
+enum AnySource {
+    Manifests(source::ManifestSource),
+    Cluster(cluster::ClusterSource),
+}
+
+impl seams::Source for AnySource {
+    async fn changed(&mut self) -> bool {
+        match self {
+            Self::Manifests(s) => s.changed().await,
+            Self::Cluster(s) => s.changed().await,
+        }
+    }
+
+    fn current(&mut self) -> seams::SourceView {
+        match self {
+            Self::Manifests(s) => s.current(),
+            Self::Cluster(s) => s.current(),
+        }
+    }
 }
 
 /// Turns the first SIGTERM/SIGINT into a graceful stop; a second one
