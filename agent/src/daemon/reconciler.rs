@@ -567,43 +567,59 @@ impl<D: Datapath, L: LinkTable, R: RouteSync> Reconciler<D, L, R> {
     }
 
     fn answer_pending(&mut self, apply_error: Option<String>) {
-        let mut undo = Vec::new();
-        for pending in std::mem::take(&mut self.pending) {
-            let abandoned = pending.reply.is_closed();
-            let response = match (&apply_error, pending.op) {
-                (Some(e), "register") => {
-                    Response::error(ErrorCode::Datapath, format!("applying the plan: {e}"))
+        let pending = std::mem::take(&mut self.pending);
+        let answers: Vec<(Pending, Response, bool)> = pending
+            .into_iter()
+            .map(|p| {
+                let abandoned = p.reply.is_closed();
+                let response = match (&apply_error, p.op) {
+                    (Some(e), "register") => {
+                        Response::error(ErrorCode::Datapath, format!("applying the plan: {e}"))
+                    }
+                    _ => Response::ok(),
+                };
+                (p, response, abandoned)
+            })
+            .collect();
+        // Undo first, so whoever gets a failure sees nothing left behind.
+        for (p, response, abandoned) in &answers {
+            if p.op == "register" && (*abandoned || !response.ok) {
+                if *abandoned {
+                    warn!(container = %p.key.container_id, ifname = %p.key.ifname, "the client left before the answer; undoing its registration");
                 }
-                _ => Response::ok(),
-            };
-            if pending.op == "register" && (abandoned || !response.ok) {
-                undo.push(pending.key.clone());
+                self.undo_registration(&p.key);
             }
-            let latency = pending.received.elapsed();
-            self.ctx
-                .metrics
-                .record_registration(pending.op, response.result_label(), latency);
-            if response.ok && !abandoned {
-                info!(op = pending.op, container = %pending.key.container_id, ifname = %pending.key.ifname, latency_ms = latency.as_secs_f64() * 1e3, "registration answered");
-            } else if abandoned {
-                warn!(op = pending.op, container = %pending.key.container_id, "the client left before the answer; undoing its registration");
-            }
-            let _ = pending.reply.send(response);
         }
-        for key in undo {
-            if let Some(record) = self.registry.remove(&key) {
-                if let Err(e) = blocking(|| self.datapath.detach_pod(&record)) {
-                    warn!(pod = %record.pod(), error = %format!("{e:#}"), "detaching an undone registration failed");
-                }
-                if let Err(e) = self.store.remove(&key) {
-                    warn!(error = %e, "cannot remove the record of an undone registration");
-                }
-                self.mark_dirty(self.timing.registration_window.max(self.retry_delay));
+        for (p, response, abandoned) in answers {
+            let latency = p.received.elapsed();
+            let label = if abandoned {
+                "abandoned"
+            } else {
+                response.result_label()
+            };
+            self.ctx.metrics.record_registration(p.op, label, latency);
+            if response.ok && !abandoned {
+                info!(op = p.op, container = %p.key.container_id, ifname = %p.key.ifname, latency_ms = latency.as_secs_f64() * 1e3, "registration answered");
             }
+            let _ = p.reply.send(response);
         }
         self.ctx
             .metrics
             .set_registered_endpoints(self.registry.len());
+    }
+
+    fn undo_registration(&mut self, key: &AttachmentKey) {
+        let Some(record) = self.registry.remove(key) else {
+            return;
+        };
+        if let Err(e) = blocking(|| self.datapath.detach_pod(&record)) {
+            warn!(pod = %record.pod(), error = %format!("{e:#}"), "detaching an undone registration failed");
+        }
+        if let Err(e) = self.store.remove(key) {
+            warn!(error = %e, "cannot remove the record of an undone registration");
+        }
+        // The plan still names the pod's address.
+        self.mark_dirty(self.timing.registration_window.max(self.retry_delay));
     }
 
     fn log_new_warnings(&mut self, warnings: &[ObjectWarning]) {

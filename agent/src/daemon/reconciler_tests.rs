@@ -577,3 +577,33 @@ async fn stopping_answers_everyone() {
     assert!(!h.calls().contains(&"apply".to_string()));
     drop(h.links);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_whose_client_left_is_undone() {
+    // Unsynced, so the answer waits and the client can leave first.
+    let mut h = Harness::start(view(false), |_, links, _| links.add(7, "weir7")).await;
+    let answer = h.send(register("a", 7, [10, 244, 1, 5]));
+    h.until("attach", |h| h.calls().contains(&"attach a".to_string()))
+        .await;
+    assert!(h.record_path("a").exists());
+    drop(answer);
+    h.source.send(view(true)).unwrap();
+    h.until("the undo", |h| h.calls().contains(&"detach a".to_string()))
+        .await;
+    assert!(!h.record_path("a").exists());
+    h.until("a sync without the pod", |h| {
+        let log = h.dp.0.lock().unwrap();
+        log.applied
+            .last()
+            .is_some_and(|plan| plan.frontends.iter().all(|f| f.backends.is_empty()))
+            && log.calls.iter().filter(|c| *c == "apply").count() >= 2
+    })
+    .await;
+    assert!(
+        h.ctx
+            .metrics
+            .render()
+            .contains("weir_endpoints_registered 0")
+    );
+    h.stop().await;
+}

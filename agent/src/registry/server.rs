@@ -120,12 +120,27 @@ async fn handle_connection(
         if body.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let response = answer(body, &loop_tx).await;
+        // A client that hangs up while waiting (the CNI plugin timed out
+        // and rolled back) drops its answer channel, which tells the loop
+        // to undo the registration.
+        let response = tokio::select! {
+            response = answer(body, &loop_tx) => response,
+            () = hung_up(&mut reader) => return Ok(()),
+        };
         write.write_all(&protocol::encode(&response)).await?;
         if !complete {
             // EOF without a newline: that was the last request.
             return Ok(());
         }
+    }
+}
+
+/// Resolves when the peer closes its side. Data of a next request stays
+/// buffered for the next read.
+async fn hung_up<R: tokio::io::AsyncBufRead + Unpin>(reader: &mut R) {
+    match reader.fill_buf().await {
+        Ok([]) | Err(_) => {}
+        Ok(_) => std::future::pending().await,
     }
 }
 
@@ -241,6 +256,24 @@ mod tests {
             2,
             "ping and bad lines never reach the loop: {seen:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_client_that_hangs_up_abandons_its_request() {
+        let mut h = start().await;
+        let mut client = UnixStream::connect(&h.path).await.unwrap();
+        let request = encode(&Request::new(Op::Deregister {
+            container_id: "c".into(),
+            ifname: "eth0".into(),
+        }));
+        client.write_all(&request).await.unwrap();
+        let mut pending = h.requests.recv().await.unwrap();
+        assert!(!pending.reply.is_closed());
+        drop(client);
+        tokio::time::timeout(Duration::from_secs(10), pending.reply.closed())
+            .await
+            .unwrap();
+        h.stop.send(true).unwrap();
     }
 
     #[tokio::test]
