@@ -21,6 +21,11 @@ fn readyz_waits_for_the_first_sync_and_metrics_count_bad_documents() {
     assert!(body.contains("initial sync"), "{body}");
     assert_eq!(agent.metric("weir_ready"), Some(0.0));
     assert_eq!(agent.metric("weir_sync_total{result=\"ok\"}"), Some(0.0));
+    assert_eq!(
+        agent.metric("weir_manifest_bad_documents{reason=\"all\"}"),
+        Some(0.0),
+        "a missing directory is no bad document"
+    );
 
     // The directory appears with one good and two bad documents.
     std::fs::create_dir_all(&dir).unwrap();

@@ -80,8 +80,13 @@ impl Source for ManifestSource {
                 "manifests loaded"
             );
         }
+        // The directory itself being unreadable is not a bad document.
+        let mut bad_documents = std::collections::BTreeMap::new();
+        for error in set.errors.iter().filter(|e| e.path != self.dir) {
+            *bad_documents.entry(error.reason.code()).or_default() += 1;
+        }
         SourceView {
-            bad_documents: set.error_counts(),
+            bad_documents,
             // Generation 0 is the placeholder of a directory that could not
             // be read yet: not the whole truth, never to be applied.
             synced: set.generation > 0,
