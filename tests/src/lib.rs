@@ -76,6 +76,8 @@
 //!   `elapsed_ms`, `error`), [`ServeGuard`] (kills on drop, `detach()`).
 //!   `weir-serve --report-client` answers `<name> <client ip>:<port>` to show the
 //!   source address a backend sees.
+//! * [`cluster::Cluster`]: a lab whose nodes run real `weir-agent`s in standalone
+//!   mode on one shared manifests dir, with pods registered through `agentSocket`.
 //! * [`sweep::sweep_dead`] removes leftovers of dead processes (run by every
 //!   [`LabBuilder::build`]; kept labs are spared); [`sweep::remove_lab`] removes one
 //!   lab by id; [`sweep::remove_state_dir`] unmounts bpffs/cgroup mounts below a dir
@@ -84,6 +86,7 @@
 //! Tests that build labs share kernel state (the `/run/netns` names, CPU), so run
 //! them with `--test-threads=1` (as `cargo xtask test` does).
 
+pub mod cluster;
 pub mod cni;
 pub mod lab;
 pub mod netns;
