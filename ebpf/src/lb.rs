@@ -93,14 +93,14 @@ pub fn select(fe: &Frontend, client: u32, hash: u32, now: u64) -> Result<Choice,
         // SAFETY: the value is plain data copied out at once.
         if let Some(seen) = unsafe { LB4_AFFINITY.get(&affinity_key) }.copied() {
             let timeout_ns = u64::from(fe.svc.affinity_timeout) * 1_000_000_000;
-            if now.wrapping_sub(seen.last_used_ns) <= timeout_ns {
-                if let Some(backend) = backend(seen.backend_id) {
-                    remember(&affinity_key, seen.backend_id, now);
-                    return Ok(Choice {
-                        id: seen.backend_id,
-                        backend,
-                    });
-                }
+            if now.wrapping_sub(seen.last_used_ns) <= timeout_ns
+                && let Some(backend) = backend(seen.backend_id)
+            {
+                remember(&affinity_key, seen.backend_id, now);
+                return Ok(Choice {
+                    id: seen.backend_id,
+                    backend,
+                });
             }
         }
     }

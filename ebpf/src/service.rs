@@ -74,10 +74,10 @@ pub fn process(ctx: &TcContext, flow: &mut Flow, origin: Origin) -> Result<Actio
         let via_fib = entry.flags & ct_flags::FROM_NETDEV != 0;
         return deliver(ctx, flow, origin, via_fib);
     }
-    if let Some(entry) = ct::track(flow, ct::FORWARD, now) {
-        if !ct::reopens(flow, &entry) {
-            return translate(ctx, flow, origin, &entry);
-        }
+    if let Some(entry) = ct::track(flow, ct::FORWARD, now)
+        && !ct::reopens(flow, &entry)
+    {
+        return translate(ctx, flow, origin, &entry);
     }
     if !flow.has_l4 {
         // Later fragments never open flows.

@@ -607,7 +607,7 @@ impl Builder {
                 s.extend_from_slice(&self.dport.to_be_bytes());
                 s.extend_from_slice(&self.seq.to_be_bytes());
                 s.extend_from_slice(&self.ack.to_be_bytes());
-                s.push(((20 + self.tcp_options.len()) / 4 << 4) as u8);
+                s.push((((20 + self.tcp_options.len()) / 4) << 4) as u8);
                 s.push(self.tcp_flags);
                 s.extend_from_slice(&64240u16.to_be_bytes());
                 s.extend_from_slice(&[0, 0, 0, 0]);
