@@ -17,13 +17,15 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::{HashMap as BpfHashMap, MapData, MapError};
+use std::{mem::size_of, os::fd::AsFd};
+
+use aya::maps::{HashMap as BpfHashMap, IterableMap, MapData, MapError};
 use weir_common::{
     ct::{CT_DIR_FORWARD, Ct4Entry, Ct4Key, tcp_state, timeouts},
     lb::{Lb4AffinityKey, Lb4AffinityValue},
 };
 
-use super::diff::RemovedPair;
+use super::{diff::RemovedPair, sys};
 
 const IPPROTO_TCP: u8 = 6;
 
@@ -216,13 +218,18 @@ pub fn monotonic_now_ns() -> u64 {
         .saturating_add(ts.tv_nsec as u64)
 }
 
-/// Reads every entry of a hash map. Stops after `limit` keys (reported as
-/// truncated): an LRU map that evicts the key we stand on makes the kernel
-/// restart the walk from the first key.
+/// Reads every entry of a hash map: one `BPF_MAP_LOOKUP_BATCH` walk when
+/// the kernel offers it, else key by key, stopping after `limit` keys
+/// (reported as truncated): an LRU map that evicts the key we stand on
+/// makes the kernel restart a key-by-key walk from the first key.
 pub fn scan<K: aya::Pod, V: aya::Pod>(
     map: &BpfHashMap<MapData, K, V>,
     limit: u64,
 ) -> Result<(Vec<(K, V)>, bool), MapError> {
+    let fd = map.map().fd().as_fd();
+    if let Ok((keys, values)) = sys::lookup_batch(fd, size_of::<K>(), size_of::<V>(), 4096) {
+        return Ok((from_bytes(&keys, &values), false));
+    }
     let mut out = Vec::new();
     for (visited, item) in map.iter().enumerate() {
         if visited as u64 >= limit {
@@ -233,18 +240,53 @@ pub fn scan<K: aya::Pod, V: aya::Pod>(
     Ok((out, false))
 }
 
+/// Pairs raw key and value bytes from a batch lookup.
+fn from_bytes<K: aya::Pod, V: aya::Pod>(keys: &[u8], values: &[u8]) -> Vec<(K, V)> {
+    keys.chunks_exact(size_of::<K>())
+        .zip(values.chunks_exact(size_of::<V>()))
+        .map(|(k, v)| {
+            // SAFETY: each chunk has exactly size_of::<T>() bytes, read
+            // unaligned; `Pod` types are valid for every byte pattern.
+            unsafe {
+                (
+                    std::ptr::read_unaligned(k.as_ptr().cast::<K>()),
+                    std::ptr::read_unaligned(v.as_ptr().cast::<V>()),
+                )
+            }
+        })
+        .collect()
+}
+
 /// Deletes `keys`; returns (deleted, failed). A key already gone counts as
-/// neither.
+/// neither. Uses `BPF_MAP_DELETE_BATCH` where it can; a batch stops at a
+/// key that is gone, and the rest are retried one by one.
 pub fn delete_keys<K: aya::Pod, V: aya::Pod>(
     map: &mut BpfHashMap<MapData, K, V>,
     keys: &[K],
 ) -> (u64, u64) {
     let (mut deleted, mut failed) = (0, 0);
-    for key in keys {
-        match map.remove(key) {
-            Ok(()) => deleted += 1,
-            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
-            Err(_) => failed += 1,
+    let mut rest = keys;
+    while !rest.is_empty() {
+        let chunk = &rest[..rest.len().min(4096)];
+        // SAFETY: `chunk` is a slice of `Pod` values, so viewing its memory
+        // as bytes is sound; the byte slice borrows `chunk`.
+        let bytes =
+            unsafe { std::slice::from_raw_parts(chunk.as_ptr().cast::<u8>(), size_of_val(chunk)) };
+        let fd = map.map().fd().as_fd();
+        let done = sys::delete_batch(fd, bytes, chunk.len()).unwrap_or(0);
+        deleted += done as u64;
+        rest = &rest[done..];
+        if done < chunk.len() {
+            // The key at `done` is gone or the batch failed: one by one.
+            if let Some(key) = rest.first() {
+                match map.remove(key) {
+                    Ok(()) => deleted += 1,
+                    Err(MapError::SyscallError(e))
+                        if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
+                    Err(_) => failed += 1,
+                }
+                rest = &rest[1..];
+            }
         }
     }
     (deleted, failed)

@@ -43,37 +43,102 @@ pub struct RemovedPair {
 /// backend shared by several frontends is terminating only if all of them
 /// say so, and local if any does.
 pub fn desired_backends(frontends: &[Frontend]) -> BTreeMap<BackendKey, Lb4Backend> {
-    let mut out: BTreeMap<BackendKey, Lb4Backend> = BTreeMap::new();
+    let mut refs = BackendRefs::default();
     for f in frontends {
+        refs.add(f);
+    }
+    refs.values()
+}
+
+/// How many frontends use each backend, and how: enough to derive the
+/// backend's map value incrementally as frontends come and go.
+#[derive(Clone, Debug, Default)]
+pub struct BackendRefs {
+    refs: HashMap<BackendKey, Uses>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Uses {
+    users: u32,
+    active: u32,
+    local: u32,
+}
+
+impl BackendRefs {
+    fn keys_of(f: &Frontend) -> impl Iterator<Item = (BackendKey, &Backend)> {
         let proto = f.proto.number();
-        for b in &f.backends {
+        f.backends.iter().map(move |b| {
             let key = BackendKey {
                 address: b.address,
                 port: b.port,
                 proto,
             };
-            let state = if b.terminating {
-                BACKEND_TERMINATING
-            } else {
-                BACKEND_ACTIVE
-            };
-            let value = Lb4Backend {
-                address: addr_to_abi(b.address),
-                port: port_to_abi(b.port),
-                proto,
-                state,
-                local: u8::from(b.local),
-                pad: [0; 3],
-            };
-            out.entry(key)
-                .and_modify(|v| {
-                    v.state = v.state.min(state);
-                    v.local |= value.local;
-                })
-                .or_insert(value);
-        }
+            (key, b)
+        })
     }
-    out
+
+    /// Counts `f`'s backends; returns their keys.
+    pub fn add(&mut self, f: &Frontend) -> Vec<BackendKey> {
+        Self::keys_of(f)
+            .map(|(key, b)| {
+                let uses = self.refs.entry(key).or_default();
+                uses.users += 1;
+                uses.active += u32::from(!b.terminating);
+                uses.local += u32::from(b.local);
+                key
+            })
+            .collect()
+    }
+
+    /// Uncounts `f`'s backends; returns their keys.
+    pub fn remove(&mut self, f: &Frontend) -> Vec<BackendKey> {
+        Self::keys_of(f)
+            .map(|(key, b)| {
+                if let Some(uses) = self.refs.get_mut(&key) {
+                    uses.users = uses.users.saturating_sub(1);
+                    uses.active = uses.active.saturating_sub(u32::from(!b.terminating));
+                    uses.local = uses.local.saturating_sub(u32::from(b.local));
+                    if uses.users == 0 {
+                        self.refs.remove(&key);
+                    }
+                }
+                key
+            })
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.refs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.refs.is_empty()
+    }
+
+    /// The map value of a used backend: terminating only if every user
+    /// says so, local if any does.
+    pub fn value(&self, key: &BackendKey) -> Option<Lb4Backend> {
+        let uses = self.refs.get(key)?;
+        Some(Lb4Backend {
+            address: addr_to_abi(key.address),
+            port: port_to_abi(key.port),
+            proto: key.proto,
+            state: if uses.active > 0 {
+                BACKEND_ACTIVE
+            } else {
+                BACKEND_TERMINATING
+            },
+            local: u8::from(uses.local > 0),
+            pad: [0; 3],
+        })
+    }
+
+    pub fn values(&self) -> BTreeMap<BackendKey, Lb4Backend> {
+        self.refs
+            .keys()
+            .filter_map(|k| Some((*k, self.value(k)?)))
+            .collect()
+    }
 }
 
 /// Stage 1a: backend entries that are missing or differ. Backends that get
@@ -99,15 +164,15 @@ pub fn backend_ops(
 
 /// Stage 1b: reverse-NAT entries of the plan's frontends, and each
 /// frontend's index (`None`: the index space is exhausted).
-pub fn revnat_ops(
+pub fn revnat_ops<'a>(
     state: &LbState,
-    frontends: &[Frontend],
+    frontends: impl IntoIterator<Item = &'a Frontend>,
     indices: &mut RevNatIds,
 ) -> (Vec<Op>, Vec<Option<u16>>) {
     let mut ops = Vec::new();
     let mut written = HashSet::new();
     let per_frontend = frontends
-        .iter()
+        .into_iter()
         .map(|f| {
             let index = indices.get_or_alloc(&FrontendKey::of(f))?;
             let value = Lb4RevNat {
@@ -131,7 +196,7 @@ pub struct FrontendOps {
     pub pre: Vec<Op>,
     /// The slot-0 entry, when it changes.
     pub head: Option<Op>,
-    /// Slots beyond the new count.
+    /// Slots beyond the new count, and a Maglev table no longer used.
     pub post: Vec<Op>,
     /// Backends this frontend no longer uses.
     pub removed: Vec<RemovedPair>,
@@ -249,6 +314,18 @@ pub fn frontend_ops(
         out.post.push(Op::DelService {
             key: key.slot(slot),
         });
+    }
+    // A table the frontend no longer uses goes after the head dropped MAGLEV.
+    if !out.maglev
+        && let Some(old) = state.maglev.get(&rev_nat_index)
+    {
+        for (index, id) in old.iter().enumerate() {
+            if *id != 0 {
+                out.post.push(Op::DelMaglev {
+                    key: maglev_key(rev_nat_index, index as u32),
+                });
+            }
+        }
     }
 
     let kept: HashSet<u32> = new_ids.iter().copied().collect();
@@ -379,6 +456,46 @@ pub fn stale_ops(
     (ops, removed)
 }
 
+/// Stage 3a for known frontends only (the incremental path): the heads of
+/// `gone` first, then their slots, then their Maglev tables.
+pub fn removed_frontend_ops(state: &LbState, gone: &[FrontendKey]) -> (Vec<Op>, Vec<RemovedPair>) {
+    let mut heads = Vec::new();
+    let mut slots = Vec::new();
+    let mut tables = Vec::new();
+    let mut removed = Vec::new();
+    for fk in gone {
+        let Some(head) = state.services.get(&fk.slot(0)) else {
+            continue;
+        };
+        heads.push(Op::DelService { key: fk.slot(0) });
+        let mut ids = Vec::new();
+        for slot in 1..=head.count {
+            if let Some(entry) = state.services.get(&fk.slot(slot)) {
+                ids.push(entry.backend_id);
+                slots.push(Op::DelService { key: fk.slot(slot) });
+            }
+        }
+        removed.extend(removed_pairs(
+            state,
+            head.rev_nat_index,
+            ids.into_iter(),
+            &HashSet::new(),
+        ));
+        if let Some(table) = state.maglev.get(&head.rev_nat_index) {
+            for (i, id) in table.iter().enumerate() {
+                if *id != 0 {
+                    tables.push(Op::DelMaglev {
+                        key: maglev_key(head.rev_nat_index, i as u32),
+                    });
+                }
+            }
+        }
+    }
+    heads.extend(slots);
+    heads.extend(tables);
+    (heads, removed)
+}
+
 fn sort_key(key: &Lb4Key) -> (u32, u16, u8, u8, u16) {
     (
         key.address,
@@ -463,6 +580,17 @@ impl RevNatIds {
             {
                 self.retired.insert(key, index);
             }
+        }
+    }
+
+    /// Retires the index of one frontend that left.
+    pub fn retire(&mut self, key: &FrontendKey) {
+        if let Some(index) = self
+            .ids
+            .release(key, true)
+            .and_then(|i| u16::try_from(i).ok())
+        {
+            self.retired.insert(*key, index);
         }
     }
 

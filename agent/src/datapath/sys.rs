@@ -294,3 +294,90 @@ pub fn copy_hash_entries(
     }
     Ok((copied, failed))
 }
+
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
+
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// Every entry of a (non-per-CPU) hash map with `BPF_MAP_LOOKUP_BATCH`, as
+/// raw key and value bytes, `chunk` entries per call. One consistent walk
+/// over the buckets, far fewer syscalls than get-next-key + lookup.
+/// `Err` with `EINVAL`/`ENOTSUP` when the kernel or map type lacks it.
+pub fn lookup_batch(
+    map: BorrowedFd<'_>,
+    key_size: usize,
+    value_size: usize,
+    chunk: usize,
+) -> io::Result<(Vec<u8>, Vec<u8>)> {
+    let mut keys = Vec::new();
+    let mut values = Vec::new();
+    let mut chunk = chunk.max(1);
+    // Hash maps use a u32 bucket index as the batch token.
+    let mut token_in = 0u64;
+    let mut token_out = 0u64;
+    let mut first = true;
+    loop {
+        let start = keys.len();
+        keys.resize(start + chunk * key_size, 0);
+        values.resize(values.len() + chunk * value_size, 0);
+        let vstart = values.len() - chunk * value_size;
+        let mut attr = BatchAttr {
+            in_batch: if first {
+                0
+            } else {
+                &mut token_in as *mut u64 as u64
+            },
+            out_batch: &mut token_out as *mut u64 as u64,
+            keys: keys[start..].as_mut_ptr() as u64,
+            values: values[vstart..].as_mut_ptr() as u64,
+            count: chunk as u32,
+            map_fd: map.as_raw_fd() as u32,
+            ..BatchAttr::default()
+        };
+        let result = bpf(BPF_MAP_LOOKUP_BATCH, &mut attr);
+        let got = attr.count as usize;
+        keys.truncate(start + got * key_size);
+        values.truncate(vstart + got * value_size);
+        match result {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok((keys, values)),
+            // One bucket holds more entries than fit: retry it bigger.
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && got == 0 => {
+                chunk *= 2;
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
+        token_in = token_out;
+        first = false;
+    }
+}
+
+/// Deletes raw `keys` (`count` keys of `key_size` bytes) with
+/// `BPF_MAP_DELETE_BATCH`. Returns how many were deleted; stops at the
+/// first key that is gone (`ENOENT`), so callers retry the rest one by one.
+pub fn delete_batch(map: BorrowedFd<'_>, keys: &[u8], count: usize) -> io::Result<usize> {
+    let mut attr = BatchAttr {
+        keys: keys.as_ptr() as u64,
+        count: count as u32,
+        map_fd: map.as_raw_fd() as u32,
+        ..BatchAttr::default()
+    };
+    match bpf(BPF_MAP_DELETE_BATCH, &mut attr) {
+        Ok(_) => Ok(attr.count as usize),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(attr.count as usize),
+        Err(e) => Err(e),
+    }
+}

@@ -11,12 +11,15 @@ use std::{
 use tracing::warn;
 
 use super::{
-    diff::{self, FrontendOps, MaglevFn, RemovedPair, RevNatIds},
+    diff::{self, BackendRefs, FrontendOps, MaglevFn, RemovedPair, RevNatIds},
     ids::IdAllocator,
     keys::{BackendKey, FrontendKey},
     state::{LbState, LbStore, Op},
 };
-use crate::plan::DesiredState;
+use crate::plan::{DesiredState, Frontend};
+
+#[path = "writer_incremental.rs"]
+mod incremental;
 
 /// Highest backend id (ids are `u32` keys; 0 means "none").
 const BACKEND_ID_MAX: u32 = u32::MAX - 1;
@@ -68,6 +71,13 @@ pub struct Writer {
     backend_ids: IdAllocator<BackendKey>,
     rev_nat: RevNatIds,
     totals: WriterTotals,
+    /// When `clean`, the maps hold exactly these frontends (the last plan),
+    /// and `backend_refs` counts their backends: the next apply only needs
+    /// to look at what changed. Otherwise (after a restart or a failed
+    /// write) the next apply diffs everything against the mirror.
+    applied: HashMap<FrontendKey, Frontend>,
+    backend_refs: BackendRefs,
+    clean: bool,
 }
 
 /// The result of [`Writer::apply`]: stats, and the backends that left
@@ -115,6 +125,9 @@ impl Writer {
             backend_ids,
             rev_nat,
             totals: WriterTotals::default(),
+            applied: HashMap::new(),
+            backend_refs: BackendRefs::default(),
+            clean: false,
         }
     }
 
@@ -137,8 +150,58 @@ impl Writer {
         self.rev_nat.get(key)
     }
 
-    /// Makes the maps (through `store`) equal to `desired`.
+    /// Makes the maps (through `store`) equal to `desired`. After a clean
+    /// apply only the frontends that changed since are looked at; otherwise
+    /// every entry is compared with the mirror.
     pub fn apply(
+        &mut self,
+        store: &mut dyn LbStore,
+        desired: &DesiredState,
+        maglev: Option<MaglevFn<'_>>,
+    ) -> ApplyOutcome {
+        let mut outcome = if self.clean {
+            self.apply_changes(store, desired, maglev)
+        } else {
+            self.apply_full(store, desired, maglev)
+        };
+        let stats = &mut outcome.stats;
+        self.totals.applies += 1;
+        self.totals.writes += stats.writes;
+        self.totals.deletes += stats.deletes;
+        for (map, n) in &stats.failures {
+            *self.totals.failures.entry(map.clone()).or_default() += n;
+        }
+        stats.removed_pairs = outcome.removed.len();
+        outcome
+    }
+
+    /// Records that the maps now hold exactly `desired` (or, after a
+    /// failure, that they may not).
+    fn settle(&mut self, desired: &DesiredState, stats: &ApplyStats) {
+        self.clean = stats.failures.is_empty() && stats.frontends_failed == 0;
+        if self.clean {
+            self.applied = desired
+                .frontends
+                .iter()
+                .map(|f| (FrontendKey::of(f), f.clone()))
+                .collect();
+            self.backend_refs = BackendRefs::default();
+            for f in &desired.frontends {
+                self.backend_refs.add(f);
+            }
+        } else {
+            self.settle_dirty();
+        }
+    }
+
+    fn settle_dirty(&mut self) {
+        self.clean = false;
+        self.applied.clear();
+        self.backend_refs = BackendRefs::default();
+    }
+
+    /// The full diff of the plan against the mirror.
+    fn apply_full(
         &mut self,
         store: &mut dyn LbStore,
         desired: &DesiredState,
@@ -214,14 +277,8 @@ impl Writer {
             .iter()
             .filter(|id| self.state.backends.contains_key(id))
             .count();
-        run.stats.removed_pairs = removed.len();
         run.warn_failures();
-        self.totals.applies += 1;
-        self.totals.writes += run.stats.writes;
-        self.totals.deletes += run.stats.deletes;
-        for (map, n) in &run.stats.failures {
-            *self.totals.failures.entry(map.clone()).or_default() += n;
-        }
+        self.settle(desired, &run.stats);
         ApplyOutcome {
             stats: run.stats,
             removed,

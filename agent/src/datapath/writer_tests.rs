@@ -663,6 +663,58 @@ fn shared_backends_get_one_id_and_merged_flags() {
 }
 
 #[test]
+fn after_a_clean_apply_only_changed_frontends_are_written() {
+    let many: Vec<Frontend> = (1..=50u8)
+        .map(|i| {
+            frontend(
+                &format!("s{i}"),
+                i,
+                80,
+                Protocol::Tcp,
+                vec![backend(i, 80), backend(i + 100, 80)],
+            )
+        })
+        .collect();
+    let mut writer = Writer::adopt(LbState::default());
+    let mut store = FakeStore::default();
+    writer.apply(&mut store, &plan(many.clone()), maglev());
+    let mut changed = many.clone();
+    changed[20].backends[1].port = 81;
+    changed.remove(30);
+    let before = store.ops.len();
+    let out = writer.apply(&mut store, &plan(changed.clone()), maglev());
+    let ops = &store.ops[before..];
+    let fk20 = FrontendKey::of(&changed[20]);
+    let fk30 = FrontendKey::of(&many[30]);
+    let slot_of_new = ops
+        .iter()
+        .position(|op| matches!(op, Op::PutService { key, .. } if *key == fk20.slot(2)));
+    // New backend, its slot; the gone frontend (head, 2 slots); 3 unused backends.
+    assert_eq!(ops.len(), 8, "{ops:?}");
+    assert!(
+        matches!(ops[0], Op::PutBackend { .. }),
+        "the new backend first"
+    );
+    assert_eq!(slot_of_new, Some(1));
+    assert_eq!(
+        ops[2],
+        Op::DelService { key: fk30.slot(0) },
+        "the removed frontend, head first"
+    );
+    assert_eq!(out.stats.frontends, 49);
+    assert_eq!(out.stats.services, 49);
+    assert_eq!(out.stats.backends, 98);
+    assert_eq!(out.removed.len(), 3);
+    assert_matches_plan(&store.state, &plan(changed.clone()));
+    // A writer that adopted the maps (full diff) agrees nothing is left.
+    assert!(
+        Writer::adopt(store.state.clone())
+            .dry_run(&plan(changed), maglev())
+            .is_empty()
+    );
+}
+
+#[test]
 fn stable_placement_keeps_slots() {
     assert_eq!(
         place_stably(&[Some(1), Some(2), Some(3)], &[1, 2, 3]),
@@ -751,5 +803,14 @@ proptest! {
             writer.apply(&mut store, desired, maglev());
             prop_assert_eq!(writer.state(), &store.state);
         }
+        // Room again: the next apply converges on the plan, the one after
+        // has nothing left to do.
+        store.caps.clear();
+        let last = plans.last().unwrap();
+        let out = writer.apply(&mut store, last, maglev());
+        prop_assert!(out.stats.failures.is_empty());
+        assert_matches_plan(&store.state, last);
+        let again = writer.apply(&mut store, last, maglev());
+        prop_assert_eq!((again.stats.writes, again.stats.deletes), (0, 0));
     }
 }
