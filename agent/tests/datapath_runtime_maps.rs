@@ -510,3 +510,15 @@ fn metrics_cover_every_map_and_reason() {
     assert_eq!(metrics.writer.applies, 1);
     assert_eq!(metrics.writer.writes, 5 + 2 + 7);
 }
+
+#[test]
+fn a_second_agent_on_the_same_pins_is_refused() {
+    require_root_and_object();
+    let root = TestBpffs::new();
+    let first = root.load();
+    let second = Datapath::load(&root.options());
+    let err = second.err().expect("the pin root is locked").to_string();
+    assert!(err.contains("another agent"), "{err}");
+    drop(first);
+    root.load();
+}

@@ -404,6 +404,8 @@ pub struct LinkRefresh {
     pub pruned: usize,
     /// Links whose program this version no longer has: detached.
     pub dropped: usize,
+    /// Links whose program swap failed; they keep the old program.
+    pub failed: usize,
 }
 
 /// Swaps the loaded programs into every pinned link and prunes dead ones.
@@ -437,9 +439,14 @@ pub fn refresh_links(ebpf: &aya::Ebpf, pins: &PinLayout) -> DatapathResult<LinkR
         let program = program_of_pin(&name).and_then(|p| ebpf.program(p).map(|prog| (p, prog)));
         match program {
             Some((program_name, program)) => {
-                match ensure_program(&path, &fd, &info, program_name, program)? {
-                    Attached::Updated => out.updated += 1,
-                    _ => out.unchanged += 1,
+                match ensure_program(&path, &fd, &info, program_name, program) {
+                    Ok(Attached::Updated) => out.updated += 1,
+                    Ok(_) => out.unchanged += 1,
+                    Err(e) => {
+                        // The old program keeps running: better than a gap.
+                        warn!(pin = %name, error = %e, "could not swap in the new program");
+                        out.failed += 1;
+                    }
                 }
             }
             None => {

@@ -8,11 +8,13 @@
 
 use std::{
     collections::BTreeMap,
+    fs::File,
     net::Ipv4Addr,
     path::{Path, PathBuf},
 };
 
 use aya::{Ebpf, EbpfLoader, programs::Program};
+use nix::fcntl::{Flock, FlockArg};
 use tracing::{info, warn};
 use weir_common::{config::DatapathConfig, endpoint::EndpointInfo, maps as names};
 
@@ -83,6 +85,8 @@ pub struct LoadReport {
 
 /// The loaded, pinned datapath.
 pub struct Datapath {
+    /// Held for the datapath's lifetime: one agent per pin root.
+    _lock: Flock<File>,
     pins: PinLayout,
     specs: BTreeMap<String, MapSpec>,
     ebpf: Ebpf,
@@ -108,6 +112,7 @@ impl Datapath {
             mounted_bpffs: bpffs::ensure(pins.root())? == bpffs::Prepared::Mounted,
             ..LoadReport::default()
         };
+        let lock = lock_root(pins.root())?;
         let links_dir = pins.links_dir();
         std::fs::create_dir_all(&links_dir)
             .map_err(|e| DatapathError::io("creating", &links_dir, e))?;
@@ -144,6 +149,7 @@ impl Datapath {
               links = ?report.links, services = report.adopted_services,
               backends = report.adopted_backends, "datapath loaded; pinned state adopted");
         Ok(Self {
+            _lock: lock,
             pins,
             specs,
             ebpf,
@@ -424,6 +430,19 @@ impl Datapath {
             writer: self.writer.totals().clone(),
         })
     }
+}
+
+/// Takes an exclusive lock on the pin root, so two agents never adopt and
+/// rewrite the same maps at once.
+fn lock_root(root: &Path) -> DatapathResult<Flock<File>> {
+    let dir = File::open(root).map_err(|e| DatapathError::io("opening", root, e))?;
+    Flock::lock(dir, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+        DatapathError::io(
+            "locking (is another agent using it?)",
+            root,
+            std::io::Error::from(errno),
+        )
+    })
 }
 
 /// Loads (verifies) every program of the object.
