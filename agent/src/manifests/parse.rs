@@ -76,68 +76,147 @@ pub fn parse_file(path: &Path, bytes: &[u8]) -> ParsedFile {
 
 /// YAML: documents separated by `---` lines, each parsed on its own.
 pub fn parse_yaml(path: &Path, text: &str) -> ParsedFile {
-    let mut file = FileBuilder::new(path);
-    for doc in split_documents(text) {
-        let location = Location {
-            document: doc.index,
-            item: None,
-            line: Some(doc.line),
-        };
-        file.parsed.documents += 1;
-        if let Some(separator) = doc.bad_separator {
-            file.error(
-                location,
-                Reason::YamlSyntax(format!(
-                    "invalid document separator: only a comment may follow \"---\", found {separator:?}"
+    let documents = split_documents(text);
+    let count = documents.len();
+    let mut file = in_parallel(path, documents, |docs| {
+        let mut units = Vec::new();
+        for doc in docs {
+            let location = Location {
+                document: doc.index,
+                item: None,
+                line: Some(doc.line),
+            };
+            match (doc.bad_separator, yaml_value(doc.text, doc.line)) {
+                (Some(separator), _) => units.push((
+                    location,
+                    Err(Reason::YamlSyntax(format!(
+                        "invalid document separator: only a comment may follow \"---\", found {separator:?}"
+                    ))),
                 )),
-            );
-            continue;
+                (None, Ok(value)) => expand(value, location, &mut units),
+                (None, Err(reason)) => units.push((location, Err(reason))),
+            }
         }
-        match yaml_value(doc.text, doc.line) {
-            Ok(value) => file.value(value, location),
-            Err(reason) => file.error(location, reason),
-        }
-    }
-    file.parsed
+        convert(path, units)
+    });
+    file.documents = count;
+    file
 }
 
 /// JSON: one value, or a stream of values; `List`s are flattened.
 pub fn parse_json(path: &Path, text: &str) -> ParsedFile {
-    let mut file = FileBuilder::new(path);
+    let mut units = Vec::new();
     let mut stream = serde_json::Deserializer::from_str(text).into_iter::<Value>();
-    let mut index = 0;
+    let mut lines = LineCounter::new(text);
+    let mut documents = 0;
     loop {
         let start = stream.byte_offset();
         let Some(next) = stream.next() else { break };
-        let line = line_of(text, start);
         let location = Location {
-            document: index,
+            document: documents,
             item: None,
-            line: Some(line),
+            line: Some(lines.line_at(start)),
         };
-        file.parsed.documents += 1;
+        documents += 1;
         match next {
-            Ok(value) => file.value(value, location),
+            Ok(value) => expand(value, location, &mut units),
             Err(e) => {
-                file.error(location, Reason::JsonSyntax(e.to_string()));
+                units.push((location, Err(Reason::JsonSyntax(e.to_string()))));
                 break;
             }
         }
-        index += 1;
     }
-    file.parsed
+    // Parsing JSON is cheap; converting into typed objects is the cost.
+    let mut file = in_parallel(path, units, |units| convert(path, units));
+    file.documents = documents;
+    file
 }
 
-/// 1-based line of the first non-blank character at or after `offset`.
-fn line_of(text: &str, offset: usize) -> usize {
-    let rest = text.get(offset..).unwrap_or_default();
-    let skipped = rest.len() - rest.trim_start().len();
-    let end = (offset + skipped).min(text.len());
-    text.as_bytes()[..end]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
+/// Line numbers for increasing byte offsets, in one pass over the text.
+struct LineCounter<'a> {
+    text: &'a str,
+    offset: usize,
+    line: usize,
+}
+
+impl<'a> LineCounter<'a> {
+    fn new(text: &'a str) -> Self {
+        Self {
+            text,
+            offset: 0,
+            line: 1,
+        }
+    }
+
+    /// 1-based line of the first non-blank character at or after `offset`.
+    fn line_at(&mut self, offset: usize) -> usize {
+        let rest = self.text.get(offset..).unwrap_or_default();
+        let target = (offset + (rest.len() - rest.trim_start().len())).min(self.text.len());
+        if target > self.offset {
+            let skipped = &self.text.as_bytes()[self.offset..target];
+            self.line += skipped.iter().filter(|&&b| b == b'\n').count();
+            self.offset = target;
+        }
+        self.line
+    }
+}
+
+/// Files with fewer units are handled on the calling thread.
+const PARALLEL_UNITS: usize = 256;
+const MAX_THREADS: usize = 8;
+
+/// Runs `work` over chunks of `items` on several threads when there are
+/// many, and concatenates the results in order: the same outcome as one
+/// sequential pass (loading 100k objects is CPU-bound).
+fn in_parallel<T: Send>(
+    path: &Path,
+    items: Vec<T>,
+    work: impl Fn(Vec<T>) -> ParsedFile + Sync,
+) -> ParsedFile {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_THREADS));
+    if threads < 2 || items.len() < PARALLEL_UNITS {
+        return work(items);
+    }
+    let chunk_len = items.len().div_ceil(threads);
+    let mut chunks: Vec<Vec<T>> = Vec::with_capacity(threads);
+    let mut items = items.into_iter();
+    loop {
+        let chunk: Vec<T> = items.by_ref().take(chunk_len).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        chunks.push(chunk);
+    }
+    let work = &work;
+    let parts: Vec<ParsedFile> = std::thread::scope(|scope| {
+        let workers: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| scope.spawn(move || work(chunk)))
+            .collect();
+        workers
+            .into_iter()
+            // The parsers are panic-free (and proptested); should one panic
+            // anyway, the file says so instead of losing objects silently.
+            .map(|worker| worker.join().unwrap_or_else(|_| worker_failed(path)))
+            .collect()
+    });
+    let mut file = ParsedFile::default();
+    for part in parts {
+        file.objects.extend(part.objects);
+        file.errors.extend(part.errors);
+    }
+    file
+}
+
+fn worker_failed(path: &Path) -> ParsedFile {
+    ParsedFile {
+        errors: vec![ManifestError {
+            path: path.to_path_buf(),
+            location: None,
+            reason: Reason::Read("internal error: the parser failed on part of this file".into()),
+        }],
+        ..ParsedFile::default()
+    }
 }
 
 /// One YAML document into a JSON value (`Null` for an empty document).
@@ -171,85 +250,73 @@ fn strip_location(message: &str) -> &str {
     }
 }
 
-/// Collects one file's objects and errors.
-struct FileBuilder<'a> {
-    path: &'a Path,
-    parsed: ParsedFile,
+/// A document or List item on its way to becoming an object.
+type Unit = (Location, Result<Map<String, Value>, Reason>);
+
+/// A document's value → its objects' JSON forms: one object, the items of
+/// a `List`, or nothing (an empty document).
+fn expand(value: Value, location: Location, out: &mut Vec<Unit>) {
+    let mut map = match value {
+        Value::Null => return,
+        Value::Object(map) => map,
+        _ => return out.push((location, Err(Reason::NotAnObject))),
+    };
+    let item_kind = match type_meta(&map) {
+        None => return out.push((location, Err(Reason::MissingTypeMeta))),
+        Some((api_version, kind)) => list_item_kind(api_version, kind),
+    };
+    let Some(item_kind) = item_kind else {
+        return out.push((location, Ok(map)));
+    };
+    // `kind: List` (any items) or `kind: <Kind>List` (items of that kind,
+    // whose apiVersion/kind may be omitted, as the API returns them).
+    let items = match map.remove("items") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items,
+        Some(_) => {
+            let reason = Reason::InvalidList("items is not a list".into());
+            return out.push((location, Err(reason)));
+        }
+    };
+    for (i, item) in items.into_iter().enumerate() {
+        let location = Location {
+            item: Some(i),
+            ..location
+        };
+        let Value::Object(mut item) = item else {
+            out.push((location, Err(Reason::NotAnObject)));
+            continue;
+        };
+        if let Some(kind) = item_kind {
+            item.entry("apiVersion")
+                .or_insert_with(|| kind.api_version().into());
+            item.entry("kind").or_insert_with(|| kind.name().into());
+        }
+        if type_meta(&item).is_some_and(|(a, k)| list_item_kind(a, k).is_some()) {
+            out.push((
+                location,
+                Err(Reason::InvalidList("a List inside a List".into())),
+            ));
+        } else {
+            out.push((location, Ok(item)));
+        }
+    }
 }
 
-impl<'a> FileBuilder<'a> {
-    fn new(path: &'a Path) -> Self {
-        Self {
-            path,
-            parsed: ParsedFile::default(),
+/// Units → typed objects, or an error each.
+fn convert(path: &Path, units: Vec<Unit>) -> ParsedFile {
+    let mut file = ParsedFile::default();
+    for (location, unit) in units {
+        match unit.and_then(object) {
+            Ok(object) => file.objects.push(ParsedObject { object, location }),
+            Err(reason) => file.errors.push(ManifestError {
+                path: path.to_path_buf(),
+                location: Some(location),
+                reason,
+            }),
         }
     }
-
-    fn error(&mut self, location: Location, reason: Reason) {
-        self.parsed.errors.push(ManifestError {
-            path: self.path.to_path_buf(),
-            location: Some(location),
-            reason,
-        });
-    }
-
-    /// A document's value: an object, a `List` of objects, or nothing.
-    fn value(&mut self, value: Value, location: Location) {
-        let map = match value {
-            Value::Null => return,
-            Value::Object(map) => map,
-            _ => return self.error(location, Reason::NotAnObject),
-        };
-        let (api_version, kind) = match type_meta(&map) {
-            Some((a, k)) => (a.to_string(), k.to_string()),
-            None => return self.error(location, Reason::MissingTypeMeta),
-        };
-        match list_item_kind(&api_version, &kind) {
-            Some(item_kind) => self.list(map, item_kind, location),
-            None => match object(map) {
-                Ok(object) => self.parsed.objects.push(ParsedObject { object, location }),
-                Err(reason) => self.error(location, reason),
-            },
-        }
-    }
-
-    /// `kind: List` (any items) or `kind: <Kind>List` (items of that kind,
-    /// whose apiVersion/kind may be omitted, as the API returns them).
-    fn list(&mut self, mut map: Map<String, Value>, item_kind: Option<Kind>, location: Location) {
-        let items = match map.remove("items") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(items)) => items,
-            Some(_) => {
-                let reason = Reason::InvalidList("items is not a list".into());
-                return self.error(location, reason);
-            }
-        };
-        for (i, item) in items.into_iter().enumerate() {
-            let location = Location {
-                item: Some(i),
-                ..location
-            };
-            let Value::Object(mut item) = item else {
-                self.error(location, Reason::NotAnObject);
-                continue;
-            };
-            if let Some(kind) = item_kind {
-                item.entry("apiVersion")
-                    .or_insert_with(|| kind.api_version().into());
-                item.entry("kind").or_insert_with(|| kind.name().into());
-            }
-            let nested = type_meta(&item).is_some_and(|(a, k)| list_item_kind(a, k).is_some());
-            let result = if nested {
-                Err(Reason::InvalidList("a List inside a List".into()))
-            } else {
-                object(item)
-            };
-            match result {
-                Ok(object) => self.parsed.objects.push(ParsedObject { object, location }),
-                Err(reason) => self.error(location, reason),
-            }
-        }
-    }
+    file
 }
 
 fn type_meta(map: &Map<String, Value>) -> Option<(&str, &str)> {

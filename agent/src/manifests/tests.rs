@@ -477,3 +477,78 @@ proptest! {
         let _ = parse_json(Path::new("p.json"), &json);
     }
 }
+
+#[test]
+fn large_files_parse_the_same_in_parallel() {
+    let mut text = String::new();
+    for i in 0..1000 {
+        if i % 97 == 5 {
+            text.push_str("---\nkind: [\n");
+        } else {
+            text.push_str(&format!(
+                "---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: ns-{i}}}\n"
+            ));
+        }
+    }
+    let file = yaml(&text);
+    assert_eq!(file.documents, 1000);
+    assert_eq!(file.objects.len() + file.errors.len(), 1000);
+    let documents: Vec<usize> = file.objects.iter().map(|o| o.location.document).collect();
+    assert!(
+        documents.windows(2).all(|w| w[0] < w[1]),
+        "objects stay in document order"
+    );
+    assert_eq!(file.objects[0].location.line, Some(2));
+    assert_eq!(
+        file.objects.last().unwrap().object.key().to_string(),
+        "Namespace ns-999"
+    );
+    let bad: Vec<usize> = file
+        .errors
+        .iter()
+        .map(|e| e.location.unwrap().document)
+        .collect();
+    assert_eq!(bad, (0..1000).filter(|i| i % 97 == 5).collect::<Vec<_>>());
+}
+
+#[test]
+fn large_json_lists_convert_the_same_in_parallel() {
+    let items: Vec<String> = (0..1000)
+        .map(|i| {
+            if i % 89 == 3 {
+                r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":7}}"#.to_string()
+            } else {
+                format!(
+                    r#"{{"apiVersion":"v1","kind":"Namespace","metadata":{{"name":"ns-{i}"}}}}"#
+                )
+            }
+        })
+        .collect();
+    let text = format!(
+        "{{\"apiVersion\":\"v1\",\"kind\":\"List\",\"items\":[\n{}\n]}}",
+        items.join(",\n")
+    );
+    let file = parse_json(Path::new("big.json"), &text);
+    assert_eq!(file.documents, 1);
+    assert_eq!(file.objects.len() + file.errors.len(), 1000);
+    let order: Vec<usize> = file
+        .objects
+        .iter()
+        .map(|o| o.location.item.unwrap())
+        .collect();
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "objects stay in item order"
+    );
+    let bad: Vec<usize> = file
+        .errors
+        .iter()
+        .map(|e| e.location.unwrap().item.unwrap())
+        .collect();
+    assert_eq!(bad, (0..1000).filter(|i| i % 89 == 3).collect::<Vec<_>>());
+    assert!(
+        file.errors
+            .iter()
+            .all(|e| e.reason.code() == "missing_name")
+    );
+}

@@ -34,6 +34,9 @@ pub struct WatchConfig {
     pub quiet: Duration,
     /// ...but no longer than this.
     pub max_delay: Duration,
+    /// Use inotify for prompt wake-ups; off, changes are seen by polling
+    /// only.
+    pub inotify: bool,
 }
 
 impl Default for WatchConfig {
@@ -42,6 +45,7 @@ impl Default for WatchConfig {
             poll_interval: Duration::from_millis(250),
             quiet: Duration::from_millis(20),
             max_delay: Duration::from_millis(100),
+            inotify: true,
         }
     }
 }
@@ -102,13 +106,14 @@ impl ManifestWatcher {
             }
         });
         let inotify = match inotify {
+            Ok(_) if !config.inotify => None,
             Ok(w) => Some(w),
             Err(e) => {
                 tracing::warn!(dir = %dir.display(), error = %e, "inotify unavailable; polling only");
                 None
             }
         };
-        let state = WatchState {
+        let mut state = WatchState {
             loader,
             inotify,
             armed: None,
@@ -116,6 +121,9 @@ impl ManifestWatcher {
             publish,
             unavailable: false,
         };
+        // Armed before returning, so no change after `start` is missed by
+        // inotify (the poll would still catch it, later).
+        state.arm();
         let thread = std::thread::Builder::new()
             .name("weir-manifests".into())
             .spawn(move || state.run(wakes))?;
@@ -162,7 +170,6 @@ struct WatchState {
 
 impl WatchState {
     fn run(mut self, wakes: mpsc::Receiver<Wake>) {
-        self.arm();
         loop {
             match wakes.recv_timeout(self.config.poll_interval) {
                 Ok(Wake::Stop) | Err(RecvTimeoutError::Disconnected) => return,
@@ -195,7 +202,13 @@ impl WatchState {
 
     fn poll(&mut self) {
         let started = Instant::now();
-        match self.loader.poll() {
+        let outcome = self.loader.poll();
+        // Re-armed before publishing, so a change made right after a
+        // reader saw the new set is not missed by inotify.
+        if self.loader.dir_identity() != self.armed {
+            self.arm();
+        }
+        match outcome {
             Poll::Unchanged => {}
             Poll::Changed(set) => {
                 self.unavailable = false;
@@ -216,9 +229,6 @@ impl WatchState {
                     self.unavailable = true;
                 }
             }
-        }
-        if self.loader.dir_identity() != self.armed {
-            self.arm();
         }
     }
 

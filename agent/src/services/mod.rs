@@ -114,3 +114,6 @@ pub fn compute_plan(snapshot: &Snapshot, ctx: &PlanContext) -> PlanResult {
         endpoints: endpoint_count,
     }
 }
+
+#[cfg(test)]
+mod tests;
