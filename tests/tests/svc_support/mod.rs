@@ -157,3 +157,18 @@ fn chi_square_math() {
     // The well-known table value for df = 2 at p = 0.001 is 13.816.
     assert!((chi_square_critical_df2(0.001) - 13.8155).abs() < 1e-3);
 }
+
+/// Polls (up to 20 s: the agents refresh datapath counters every few
+/// seconds) until `value()` reaches `at_least`; returns the last value.
+pub fn wait_counter(what: &str, at_least: f64, value: impl Fn() -> f64) -> f64 {
+    let mut last = value();
+    let outcome = weir_lab::cluster::poll(std::time::Duration::from_secs(20), || {
+        last = value();
+        Ok(last >= at_least)
+    });
+    assert!(
+        outcome.is_ok(),
+        "{what}: want at least {at_least}, still {last} after 20 s"
+    );
+    last
+}
