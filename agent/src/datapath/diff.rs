@@ -509,13 +509,7 @@ fn sort_key(key: &Lb4Key) -> (u32, u16, u8, u8, u16) {
 /// Stage 3b: backends that are neither wanted nor named by any slot or
 /// Maglev entry still in the mirror.
 pub fn unreferenced_backend_ops(state: &LbState, wanted: &HashSet<u32>) -> Vec<Op> {
-    let mut referenced: HashSet<u32> = state
-        .services
-        .iter()
-        .filter(|(k, _)| k.backend_slot != 0)
-        .map(|(_, v)| v.backend_id)
-        .collect();
-    referenced.extend(state.maglev.values().flatten().copied());
+    let referenced = referenced_backends(state);
     let mut ids: Vec<u32> = state
         .backends
         .keys()
@@ -524,6 +518,18 @@ pub fn unreferenced_backend_ops(state: &LbState, wanted: &HashSet<u32>) -> Vec<O
         .collect();
     ids.sort_unstable();
     ids.into_iter().map(|id| Op::DelBackend { id }).collect()
+}
+
+/// Backend ids some slot or Maglev entry in the mirror names.
+pub fn referenced_backends(state: &LbState) -> HashSet<u32> {
+    let mut referenced: HashSet<u32> = state
+        .services
+        .iter()
+        .filter(|(k, _)| k.backend_slot != 0)
+        .map(|(_, v)| v.backend_id)
+        .collect();
+    referenced.extend(state.maglev.values().flatten().copied());
+    referenced
 }
 
 /// Reverse-NAT indices: one per frontend key, in `1..=u16::MAX` (0 means

@@ -106,10 +106,17 @@ impl Writer {
             .filter(|k| self.backend_refs.value(k).is_none())
             .copied()
             .collect();
+        // After a failed write, a frontend may still name a backend the plan
+        // dropped (its old slots or Maglev table stayed): keep those.
+        let referenced = if run.stats.failures.is_empty() && run.stats.frontends_failed == 0 {
+            HashSet::new()
+        } else {
+            diff::referenced_backends(&self.state)
+        };
         let ops: Vec<_> = unused
             .iter()
             .filter_map(|k| self.backend_ids.get(k))
-            .filter(|id| self.state.backends.contains_key(id))
+            .filter(|id| self.state.backends.contains_key(id) && !referenced.contains(id))
             .map(|id| super::Op::DelBackend { id })
             .collect();
         self.execute_all(store, &ops, &mut run);
