@@ -13,7 +13,7 @@ pub fn cni(pairs: u32) -> Result<()> {
     proc::heading("setup");
     setup::run()?;
     proc::heading("build");
-    let built = compile::run(false)?;
+    let built = compile::run(false, compile::Scope::Binaries)?;
     proc::heading("bench cni");
     let root = paths::workspace_root()?;
     proc::run(

@@ -20,9 +20,21 @@ pub struct Built {
     pub bin_dir: PathBuf,
 }
 
-pub fn run(debug: bool) -> Result<Built> {
+/// What the host build covers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The binaries of weir-agent, weir-cni and weir-lab.
+    Binaries,
+    /// The binaries plus every test target of the workspace's default members, resolved the
+    /// way `cargo test` resolves them (dev-dependencies active, all members). Binaries built
+    /// for a narrower selection get other feature sets, so the following `cargo test` runs
+    /// would rebuild a good part of the dependency tree and relink the binaries.
+    BinariesAndTests,
+}
+
+pub fn run(debug: bool, scope: Scope) -> Result<Built> {
     let ebpf_object = build_ebpf()?;
-    let bin_dir = build_host(&ebpf_object, debug)?;
+    let bin_dir = build_host(&ebpf_object, debug, scope)?;
     println!("build: eBPF object: {}", ebpf_object.display());
     println!("build: binaries in {}:", bin_dir.display());
     for name in ["weir-agent", "weirctl", "weir-cni"] {
@@ -100,17 +112,25 @@ fn check_ebpf_object(object: &Path) -> Result<()> {
 }
 
 /// The host binaries, with `WEIR_EBPF_OBJ` telling agent/build.rs which object to embed.
-fn build_host(ebpf_object: &Path, debug: bool) -> Result<PathBuf> {
+fn build_host(ebpf_object: &Path, debug: bool, scope: Scope) -> Result<PathBuf> {
     let root = paths::workspace_root()?;
     let mut cmd = proc::cargo();
     cmd.current_dir(&root).arg("build");
     if !debug {
         cmd.arg("--release");
     }
-    for package in HOST_PACKAGES {
-        cmd.args(["-p", package]);
+    match scope {
+        Scope::Binaries => {
+            for package in HOST_PACKAGES {
+                cmd.args(["-p", package]);
+            }
+            cmd.arg("--bins");
+        }
+        Scope::BinariesAndTests => {
+            cmd.args(["--bins", "--tests"]);
+        }
     }
-    cmd.arg("--bins").env("WEIR_EBPF_OBJ", ebpf_object);
+    cmd.env("WEIR_EBPF_OBJ", ebpf_object);
     proc::run(&mut cmd).context("building the host binaries failed")?;
     Ok(paths::target_dir()?.join(if debug { "debug" } else { "release" }))
 }

@@ -9,7 +9,7 @@ pub fn run(keep: bool) -> Result<()> {
     proc::heading("setup");
     setup::run()?;
     proc::heading("build");
-    let built = compile::run(false)?;
+    let built = compile::run(false, compile::Scope::Binaries)?;
     proc::heading("demo");
     let mut cmd = std::process::Command::new(built.bin_dir.join("weir-demo"));
     if keep {

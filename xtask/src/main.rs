@@ -86,7 +86,7 @@ fn main() -> ExitCode {
 fn run(task: Task) -> Result<()> {
     match task {
         Task::Setup => setup::run(),
-        Task::Build { debug } => compile::run(debug).map(drop),
+        Task::Build { debug } => compile::run(debug, compile::Scope::Binaries).map(drop),
         Task::Test { no_lint, test_args } => test_run::run(&test_run::Options {
             lint: !no_lint,
             test_args,

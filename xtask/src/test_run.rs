@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 
-use crate::compile::{self, Built};
+use crate::compile::{self, Built, Scope};
 use crate::test_log::{self, TestCounts};
 use crate::{paths, privilege, proc, setup};
 
@@ -53,7 +53,7 @@ pub fn run(options: &Options) -> Result<()> {
     let mut built = None;
     if setup_ok {
         results.push(stage("build", || {
-            built = Some(compile::run(false)?);
+            built = Some(compile::run(false, Scope::BinariesAndTests)?);
             Ok(None)
         }));
     }
