@@ -4,14 +4,15 @@
 #![allow(clippy::unwrap_used, dead_code)]
 
 use std::fs::File;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpStream};
+use std::io::Read;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use aya::programs::{SchedClassifier, TcAttachType};
 use serde_json::Value;
+pub use weir_lab::cluster::agent::http_get;
 use weir_lab::{CniCall, CniOutput, Lab, Node, Pod, bin_path};
 
 /// The agent's HTTP port (its default; each node has its own netns).
@@ -304,27 +305,6 @@ impl Drop for Agent {
             );
         }
     }
-}
-
-/// A minimal HTTP/1.1 GET; `None` when the connection is refused.
-pub fn http_get(addr: Ipv4Addr, port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect((addr, port)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).ok()?;
-    let status = answer.split(' ').nth(1)?.parse().ok()?;
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Some((status, body))
 }
 
 /// Reads a JSON file.
