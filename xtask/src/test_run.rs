@@ -137,7 +137,8 @@ fn cargo_test(
     expect: Expect,
 ) -> Result<Option<TestCounts>> {
     let mut cmd = workspace_cargo()?;
-    cmd.args(["test", "--release"])
+    // --no-fail-fast: one failing test binary must not hide the results of the others.
+    cmd.args(["test", "--release", "--no-fail-fast"])
         .args(selection)
         .arg("--")
         .args(harness_args)
@@ -152,8 +153,9 @@ fn cargo_test(
             );
         }
         bail!(
-            "{} failed: {}",
+            "{} failed, {} passed: {}",
             counts.failures.len(),
+            counts.passed,
             counts.failures.join(", ")
         );
     }
