@@ -417,3 +417,35 @@ fn forwarded_and_already_translated_traffic_is_not_translated_again() {
         assert!(dp.ct().is_empty());
     });
 }
+
+#[test]
+fn a_routers_icmp_error_about_a_snated_flow_reaches_the_client() {
+    in_netns(|| {
+        let (eth0, eth0_mac) = node();
+        let mut dp = Datapath::load();
+        dp.config(config());
+        dp.service(&node_port(0).backends(&[Backend::new(1, REMOTE_POD, 8080)]));
+        let syn = Builder::tcp((OUTSIDE, 50010), (NODE_IP, NODE_PORT), SYN);
+        let sent = dp.run_on(FROM_NETDEV, &arriving(syn, OUTSIDE_MAC, eth0_mac), eth0);
+        // The other node cannot forward it as is: fragmentation needed.
+        let error = Builder::icmp_error(OTHER_NODE, NODE_IP, 3, 4, &sent.packet[14..]);
+
+        let run = dp.run_on(
+            FROM_NETDEV,
+            &arriving(error, OTHER_NODE_MAC, eth0_mac),
+            eth0,
+        );
+
+        assert_eq!(run.verdict, TC_ACT_REDIRECT);
+        let out = run.view();
+        assert_eq!(out.saddr(), addr(OTHER_NODE), "a router speaks for itself");
+        assert_eq!(out.daddr(), addr(OUTSIDE));
+        assert_eq!(out.dst_mac(), OUTSIDE_MAC);
+        out.assert_checksums();
+        let quoted = out.quoted();
+        let quoted = View(&quoted);
+        assert_eq!(quoted.src(), (addr(OUTSIDE), 50010));
+        assert_eq!(quoted.dst(), (addr(NODE_IP), NODE_PORT));
+        quoted.assert_ip_csum();
+    });
+}

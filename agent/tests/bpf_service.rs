@@ -735,3 +735,37 @@ fn a_full_conntrack_map_drops_new_flows_with_their_reason() {
         });
     });
 }
+
+#[test]
+fn icmp_errors_about_a_translated_flow_are_translated_back() {
+    in_netns(|| {
+        let mut dp = Datapath::load();
+        dp.service(&Service::new(VIP, 53, UDP, 14).backends(&[Backend::new(1, B1, 5353)]));
+        let query = dp.run(FROM_POD, &Builder::udp((CLIENT, 41003), (VIP, 53)).build());
+        // The backend's stack answers the translated datagram with
+        // "port unreachable", quoting it as it arrived.
+        let error = Builder::icmp_error(B1, CLIENT, 3, 3, &query.packet[14..]).build();
+
+        let run = dp.run(FROM_POD, &error);
+
+        assert_eq!(run.verdict, TC_ACT_OK);
+        let out = run.view();
+        assert_eq!((out.saddr(), out.daddr()), (addr(VIP), addr(CLIENT)));
+        out.assert_checksums();
+        let quoted = out.quoted();
+        let quoted = View(&quoted);
+        assert_eq!(quoted.src(), (addr(CLIENT), 41003));
+        assert_eq!(
+            quoted.dst(),
+            (addr(VIP), 53),
+            "the quote shows what the client sent"
+        );
+        quoted.assert_ip_csum();
+
+        // Errors about flows we did not translate pass untouched.
+        let other = Builder::udp((CLIENT, 41004), (B2, 53)).build();
+        let error = Builder::icmp_error(B2, CLIENT, 3, 3, &other[14..]).build();
+        let run = dp.run(FROM_POD, &error);
+        assert_eq!((run.verdict, &run.packet), (TC_ACT_OK, &error));
+    });
+}

@@ -311,3 +311,29 @@ fn cluster_ip_udp_answers_come_from_the_service() {
         assert_eq!(server.join().unwrap().ip().to_string(), pod1.ip);
     });
 }
+
+#[test]
+fn a_udp_backend_that_does_not_listen_refuses_through_the_service() {
+    in_netns(|| {
+        let (mut dp, pod1, pod2) = node(true);
+        dp.service(
+            &Service::new(VIP, 53, UDP, 45).backends(&[Backend::new(1, pod2.ip, 5353).local()]),
+        );
+        let err = pod1
+            .run(|| {
+                let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
+                socket.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+                socket.connect("10.96.0.40:53").unwrap();
+                socket.send(b"query").unwrap();
+                let mut buf = [0u8; 16];
+                socket.recv(&mut buf).unwrap_err().kind()
+            })
+            .join()
+            .unwrap();
+        assert_eq!(
+            err,
+            ErrorKind::ConnectionRefused,
+            "the backend's port unreachable, translated back"
+        );
+    });
+}

@@ -78,9 +78,11 @@ pub fn replace_port(
         .map_err(|_| DropReason::RewriteFailed)
 }
 
-/// Replaces a 2- or 4-byte TCP field (not in the pseudo-header) at `offset`.
+/// Replaces a 2- or 4-byte field covered by the L4 checksum at `csum_off`
+/// but not part of a pseudo-header (TCP fields, or anything inside an ICMP
+/// message).
 #[inline(always)]
-pub fn replace_tcp_field<T: Into<u64> + Copy + PartialEq>(
+pub fn replace_l4_field<T: Into<u64> + Copy + PartialEq>(
     ctx: &TcContext,
     csum_off: u32,
     offset: u32,
@@ -112,6 +114,16 @@ pub fn replace_ip_u16(ctx: &TcContext, offset: u32, old: u16, new: u16) -> Resul
         .map_err(|_| DropReason::RewriteFailed)?;
     ctx.store(offset as usize, &new, 0)
         .map_err(|_| DropReason::RewriteFailed)
+}
+
+/// A header checksum after one of the words it covers changed from `old` to
+/// `new` (RFC 1624), all in memory order.
+#[inline(always)]
+pub const fn updated(check: u16, old: u32, new: u32) -> u16 {
+    let mut sum = (!check) as u32;
+    sum = add_u32(sum, !old);
+    sum = add_u32(sum, new);
+    finish(sum)
 }
 
 /// Adds the 16-bit halves of a raw (memory-order) word to a running sum.

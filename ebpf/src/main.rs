@@ -8,6 +8,7 @@
 
 mod csum;
 mod ct;
+mod icmp;
 mod lb;
 mod maps;
 mod metrics;

@@ -125,11 +125,11 @@ fn tcp_rst(ctx: &TcContext, flow: &Flow) -> Result<(), DropReason> {
     // Data offset 5: the old options become payload, nothing is trimmed.
     let new_doff_flags = u16::from_ne_bytes([5 << 4, new_flags]);
 
-    csum::replace_tcp_field(ctx, csum_off, l4 + 4, seq, new_seq)?;
-    csum::replace_tcp_field(ctx, csum_off, l4 + 8, ack, new_ack)?;
-    csum::replace_tcp_field(ctx, csum_off, l4 + 12, doff_flags, new_doff_flags)?;
-    csum::replace_tcp_field(ctx, csum_off, l4 + 14, window, 0u16)?;
-    csum::replace_tcp_field(ctx, csum_off, l4 + 18, urgent, 0u16)?;
+    csum::replace_l4_field(ctx, csum_off, l4 + 4, seq, new_seq)?;
+    csum::replace_l4_field(ctx, csum_off, l4 + 8, ack, new_ack)?;
+    csum::replace_l4_field(ctx, csum_off, l4 + 12, doff_flags, new_doff_flags)?;
+    csum::replace_l4_field(ctx, csum_off, l4 + 14, window, 0u16)?;
+    csum::replace_l4_field(ctx, csum_off, l4 + 18, urgent, 0u16)?;
     // Swapping the ports keeps the checksum's sum.
     store(ctx, l4, &[flow.dport, flow.sport])?;
     turn_around_ip(ctx, flow)

@@ -11,10 +11,10 @@ use weir_common::{
 };
 
 use crate::{
-    ct, lb,
+    ct, icmp, lb,
     maps::CONFIG,
     nat,
-    parse::{Flow, IPPROTO_TCP, IPPROTO_UDP},
+    parse::{Flow, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP},
     redirect, reject,
     verdict::Action,
 };
@@ -61,6 +61,15 @@ fn config() -> DatapathConfig {
 /// Runs a parsed IPv4 packet through the service datapath.
 #[inline(always)]
 pub fn process(ctx: &TcContext, flow: &mut Flow, origin: Origin) -> Result<Action, DropReason> {
+    if flow.proto == IPPROTO_ICMP {
+        return match icmp::reverse_error(ctx, flow)? {
+            Some(entry) => {
+                let via_fib = entry.flags & ct_flags::FROM_NETDEV != 0;
+                deliver(ctx, flow, origin, via_fib)
+            }
+            None => Ok(Action::Pass),
+        };
+    }
     if !flow.has_ports || (flow.proto != IPPROTO_TCP && flow.proto != IPPROTO_UDP) {
         return Ok(Action::Pass);
     }

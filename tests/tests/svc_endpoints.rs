@@ -73,7 +73,6 @@ fn no_backend_rejects(cluster: &Cluster) -> f64 {
 }
 
 #[test]
-#[ignore = "known bug (issue 3): a NodePort with no endpoints, probed from outside, times out instead of being refused"]
 fn ready_then_terminating_serving_then_reject() {
     require_root();
     let cluster = Cluster::builder().nodes(2).build().unwrap();

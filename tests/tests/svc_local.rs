@@ -38,7 +38,6 @@ fn ports() -> serde_json::Value {
 }
 
 #[test]
-#[ignore = "known bug (issue 3): internalTrafficPolicy Local with no endpoints anywhere is dropped instead of refused"]
 fn internal_traffic_policy_local_and_hairpin() {
     require_root();
     let cluster = Cluster::builder().nodes(2).build().unwrap();

@@ -560,6 +560,23 @@ impl Builder {
         b
     }
 
+    /// An ICMP message (type, code, 2 checksum bytes, rest); the checksum
+    /// is filled in.
+    pub fn icmp(src: &str, dst: &str, message: &[u8]) -> Self {
+        let mut b = Self::new((src, 0), (dst, 0), ICMP);
+        b.payload = message.to_vec();
+        b
+    }
+
+    /// An ICMP error (`icmp_type`, `code`) quoting `quoted` (an IP packet
+    /// without its Ethernet header), cut after 8 bytes of L4 header.
+    pub fn icmp_error(src: &str, dst: &str, icmp_type: u8, code: u8, quoted: &[u8]) -> Self {
+        let ihl = usize::from(quoted[0] & 0x0f) * 4;
+        let mut message = vec![icmp_type, code, 0, 0, 0, 0, 0, 0];
+        message.extend_from_slice(&quoted[..ihl + 8]);
+        Self::icmp(src, dst, &message)
+    }
+
     pub fn payload(mut self, payload: &[u8]) -> Self {
         self.payload = payload.to_vec();
         self
@@ -762,6 +779,14 @@ impl View<'_> {
         message[2] = 0;
         message[3] = 0;
         assert_eq!(field, checksum(&message).to_be_bytes(), "ICMP checksum");
+    }
+
+    /// The IP header quoted in an ICMP error, as a view of its own (with a
+    /// fake Ethernet header so the accessors apply).
+    pub fn quoted(&self) -> Vec<u8> {
+        let mut frame = vec![0u8; 14];
+        frame.extend_from_slice(&self.0[self.l4() + 8..]);
+        frame
     }
 
     pub fn assert_checksums(&self) {
