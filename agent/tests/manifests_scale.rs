@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::time::Instant;
 
-use weir_agent::manifests::load_dir;
+use weir_agent::manifests::{DirLoader, Poll};
 use weir_agent::services::{PlanContext, compute_plan};
 
 const ENDPOINTS: usize = 10;
@@ -138,8 +138,11 @@ fn run(label: &str, extension: &str, generate: fn(usize, usize) -> String) {
         std::fs::write(dir.path().join(format!("svc-{f}.{extension}")), text).unwrap();
     }
 
+    let mut loader = DirLoader::new(dir.path());
     let (started, cpu) = (Instant::now(), cpu_seconds());
-    let set = load_dir(dir.path());
+    let Poll::Changed(set) = loader.poll() else {
+        panic!("the first poll loads")
+    };
     let (loaded, load_cpu) = (started.elapsed(), cpu_seconds() - cpu);
     assert!(
         set.errors.is_empty(),
@@ -177,6 +180,24 @@ fn run(label: &str, extension: &str, generate: fn(usize, usize) -> String) {
         load_cpu * 1e3,
         planned.as_secs_f64() * 1e3,
         plan_cpu * 1e3,
+    );
+
+    // One more Service with one endpoint, in a file of its own: the cost
+    // of a small change at this scale (re-poll, re-assemble, re-plan).
+    std::fs::write(dir.path().join("change.yaml"), slice_backed_yaml(n, n + 1)).unwrap();
+    let started = Instant::now();
+    let Poll::Changed(set) = loader.poll() else {
+        panic!("the new file is seen")
+    };
+    let reloaded = started.elapsed();
+    let started = Instant::now();
+    let plan = compute_plan(&set.snapshot, &ctx);
+    let replanned = started.elapsed();
+    assert_eq!(plan.state.frontends.len(), n + 1);
+    println!(
+        "{label}: one more file: re-poll {:.0} ms, re-plan {:.0} ms",
+        reloaded.as_secs_f64() * 1e3,
+        replanned.as_secs_f64() * 1e3,
     );
 }
 

@@ -16,20 +16,23 @@
 //!   without the named port does not serve that Service port.
 
 use std::collections::HashMap;
+
+use foldhash::HashSet;
 use std::net::Ipv4Addr;
 
 use k8s_openapi::api::core::v1::{Pod, Service, ServicePort};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{Conditions, Endpoint, EndpointPort, parse_protocol, port_number};
-use crate::k8s::{Kind, ObjectName, Snapshot};
+use crate::k8s::{Kind, ObjectName};
 
-/// Endpoints for `service` from the `pods` its selector matched.
+/// Endpoints for `service` from the `pods` its selector matched, given
+/// the names of the Nodes that exist.
 /// `warn` receives one message per problem (aggregated per Service).
 pub fn endpoints_from_pods<'p>(
     service: &Service,
     pods: impl IntoIterator<Item = &'p Pod>,
-    snapshot: &Snapshot,
+    known_nodes: &HashSet<&str>,
     pod_ip_overrides: &HashMap<ObjectName, Ipv4Addr>,
     warn: &mut dyn FnMut(String),
 ) -> Vec<Endpoint> {
@@ -57,7 +60,7 @@ pub fn endpoints_from_pods<'p>(
         let node_name = pod.spec.as_ref().and_then(|s| s.node_name.clone());
         let node_known = node_name
             .as_deref()
-            .is_some_and(|n| snapshot.node(n).is_some());
+            .is_some_and(|n| known_nodes.contains(n));
         if !node_known && !publish_not_ready {
             on_unknown_node.push(format!(
                 "{} (node {:?})",
@@ -118,23 +121,20 @@ fn pod_address(
     name: &ObjectName,
     overrides: &HashMap<ObjectName, Ipv4Addr>,
 ) -> Result<Option<Ipv4Addr>, String> {
-    if let Some(address) = overrides.get(name) {
+    if !overrides.is_empty()
+        && let Some(address) = overrides.get(name)
+    {
         return Ok(Some(*address));
     }
     let Some(status) = pod.status.as_ref() else {
         return Ok(None);
     };
-    let listed = status.pod_ips.iter().flatten().map(|p| p.ip.as_str());
-    let all: Vec<&str> = listed.chain(status.pod_ip.as_deref()).collect();
-    for ip in &all {
-        if let Ok(v4) = ip.parse::<Ipv4Addr>() {
-            return Ok(Some(v4));
-        }
+    let listed = || status.pod_ips.iter().flatten().map(|p| p.ip.as_str());
+    let all = || listed().chain(status.pod_ip.as_deref());
+    if let Some(v4) = all().find_map(|ip| ip.parse::<Ipv4Addr>().ok()) {
+        return Ok(Some(v4));
     }
-    match all
-        .into_iter()
-        .find(|ip| ip.parse::<std::net::IpAddr>().is_err())
-    {
+    match all().find(|ip| ip.parse::<std::net::IpAddr>().is_err()) {
         Some(bad) => Err(bad.to_string()),
         None => Ok(None),
     }

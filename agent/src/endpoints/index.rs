@@ -1,7 +1,10 @@
 //! Indexes over a snapshot, so endpoint computation for 10k Services does
 //! not scan every pod or slice per Service.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::HashMap;
+use foldhash::HashMapExt;
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;

@@ -16,6 +16,8 @@ pub mod select;
 pub mod slices;
 
 use std::collections::HashMap;
+
+use foldhash::HashSet;
 use std::net::Ipv4Addr;
 
 use k8s_openapi::api::core::v1::Service;
@@ -86,7 +88,7 @@ pub fn port_number(port: i32) -> Option<u16> {
 /// Where endpoints come from: the snapshot plus indexes over its pods and
 /// slices, built once per plan so each Service costs only its own pods.
 pub struct EndpointSources<'a> {
-    snapshot: &'a Snapshot,
+    nodes: HashSet<&'a str>,
     pods: PodIndex<'a>,
     slices: SliceIndex<'a>,
 }
@@ -94,7 +96,7 @@ pub struct EndpointSources<'a> {
 impl<'a> EndpointSources<'a> {
     pub fn new(snapshot: &'a Snapshot) -> Self {
         Self {
-            snapshot,
+            nodes: snapshot.nodes.keys().map(|n| n.name.as_str()).collect(),
             pods: PodIndex::new(snapshot),
             slices: SliceIndex::new(snapshot),
         }
@@ -128,7 +130,7 @@ impl<'a> EndpointSources<'a> {
             endpoints = controller::endpoints_from_pods(
                 service,
                 pods,
-                self.snapshot,
+                &self.nodes,
                 pod_ip_overrides,
                 &mut |message| warnings.push(ObjectWarning::new(service_key(), message)),
             );
@@ -137,12 +139,10 @@ impl<'a> EndpointSources<'a> {
             if selector.is_some() && slices::is_controller_managed(slice) {
                 continue;
             }
-            let slice_key = ObjectKey::new(
-                Kind::EndpointSlice,
-                ObjectName::of(Kind::EndpointSlice, &slice.metadata),
-            );
             endpoints.extend(slices::endpoints_from_slice(slice, &mut |message| {
-                warnings.push(ObjectWarning::new(slice_key.clone(), message))
+                let name = ObjectName::of(Kind::EndpointSlice, &slice.metadata);
+                let key = ObjectKey::new(Kind::EndpointSlice, name);
+                warnings.push(ObjectWarning::new(key, message))
             }));
         }
         endpoints

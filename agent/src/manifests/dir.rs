@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::error::{Location, ManifestError, Reason};
-use super::parse::{Format, ParsedFile, parse_file};
+use super::parse::{Format, ParsedFile, ParsedObject, parse_file};
 use crate::k8s::{ObjectKey, Snapshot};
 
 /// What one load of the directory gave.
@@ -54,14 +54,21 @@ pub fn assemble<'a>(
 ) -> (Snapshot, Vec<ManifestError>) {
     let mut snapshot = Snapshot::new();
     let mut errors = Vec::new();
-    let mut seen: HashMap<ObjectKey, (&Path, Location)> = HashMap::new();
+    let mut done: Vec<(&Path, &ParsedFile)> = Vec::new();
+    // Where each object was defined; built only once a duplicate shows up
+    // (rare), so the common load hashes no keys.
+    let mut sites: Option<HashMap<ObjectKey, (&Path, Location)>> = None;
     for (path, file) in files {
         errors.extend(file.errors.iter().cloned());
         for parsed in &file.objects {
+            let replaced = snapshot.insert(parsed.object.clone()).is_some();
+            if !replaced && sites.is_none() {
+                continue;
+            }
+            let sites = sites.get_or_insert_with(|| definition_sites(&done, (path, file), parsed));
             let key = parsed.object.key();
-            if let Some((previous_path, previous)) =
-                seen.insert(key.clone(), (path, parsed.location))
-            {
+            let previous = sites.insert(key.clone(), (path, parsed.location));
+            if let (true, Some((previous_path, previous))) = (replaced, previous) {
                 errors.push(ManifestError {
                     path: path.to_path_buf(),
                     location: Some(parsed.location),
@@ -71,10 +78,33 @@ pub fn assemble<'a>(
                     },
                 });
             }
-            snapshot.insert(parsed.object.clone());
         }
+        done.push((path, file));
     }
     (snapshot, errors)
+}
+
+/// Where every object before `upto` (in the `done` files, then in the
+/// current file) was last defined.
+fn definition_sites<'a>(
+    done: &[(&'a Path, &'a ParsedFile)],
+    current: (&'a Path, &'a ParsedFile),
+    upto: &ParsedObject,
+) -> HashMap<ObjectKey, (&'a Path, Location)> {
+    let mut sites = HashMap::new();
+    let (current_path, current_file) = current;
+    let earlier_in_current = current_file
+        .objects
+        .iter()
+        .take_while(|p| !std::ptr::eq(*p, upto))
+        .map(|p| (current_path, p));
+    let all_done = done
+        .iter()
+        .flat_map(|(path, file)| file.objects.iter().map(move |p| (*path, p)));
+    for (path, parsed) in all_done.chain(earlier_in_current) {
+        sites.insert(parsed.object.key(), (path, parsed.location));
+    }
+    sites
 }
 
 /// Reads the whole directory once.

@@ -10,6 +10,7 @@
 //! - [`watch`]: a thread that publishes a fresh set after each change,
 //!   within the poll interval (250 ms by default; inotify makes it ~20 ms).
 
+mod convert;
 pub mod dir;
 mod error;
 pub mod parse;

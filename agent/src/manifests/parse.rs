@@ -1,22 +1,18 @@
 //! Manifest text → objects, pure: no I/O, no panics on any input.
 //!
-//! Each document is first read into a generic JSON value, then dispatched
-//! on `apiVersion`/`kind` and converted into its k8s-openapi type, so a
-//! wrong field type is reported with its path (`spec.ports[0].port: ...`).
-//! Objects are completed the way the API server would hold them: a
-//! namespaced object without a namespace lands in `default`; cluster-wide
-//! objects drop any namespace.
+//! YAML documents are read into a generic value first; JSON is read
+//! straight into the typed objects. Either way [`super::convert`]
+//! dispatches on `apiVersion`/`kind` and reports bad documents.
 
 use std::path::Path;
 
-use k8s_openapi::Metadata;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use serde::de::DeserializeOwned;
-use serde_json::{Map, Value};
+use serde_json::Value;
+use serde_json::value::RawValue;
 
+use super::convert::{Unit, convert, expand_json, expand_value};
 use super::error::{Location, ManifestError, Reason};
 use super::split::split_documents;
-use crate::k8s::{Kind, Object};
+use crate::k8s::Object;
 
 /// An object and the document it came from.
 #[derive(Clone, Debug, PartialEq)]
@@ -93,7 +89,7 @@ pub fn parse_yaml(path: &Path, text: &str) -> ParsedFile {
                         "invalid document separator: only a comment may follow \"---\", found {separator:?}"
                     ))),
                 )),
-                (None, Ok(value)) => expand(value, location, &mut units),
+                (None, Ok(value)) => expand_value(value, location, &mut units),
                 (None, Err(reason)) => units.push((location, Err(reason))),
             }
         }
@@ -105,8 +101,8 @@ pub fn parse_yaml(path: &Path, text: &str) -> ParsedFile {
 
 /// JSON: one value, or a stream of values; `List`s are flattened.
 pub fn parse_json(path: &Path, text: &str) -> ParsedFile {
-    let mut units = Vec::new();
-    let mut stream = serde_json::Deserializer::from_str(text).into_iter::<Value>();
+    let mut units: Vec<Unit<'_>> = Vec::new();
+    let mut stream = serde_json::Deserializer::from_str(text).into_iter::<&RawValue>();
     let mut lines = LineCounter::new(text);
     let mut documents = 0;
     loop {
@@ -119,14 +115,14 @@ pub fn parse_json(path: &Path, text: &str) -> ParsedFile {
         };
         documents += 1;
         match next {
-            Ok(value) => expand(value, location, &mut units),
+            Ok(raw) => expand_json(raw.get(), location, &mut units),
             Err(e) => {
                 units.push((location, Err(Reason::JsonSyntax(e.to_string()))));
                 break;
             }
         }
     }
-    // Parsing JSON is cheap; converting into typed objects is the cost.
+    // Delimiting JSON is cheap; converting into typed objects is the cost.
     let mut file = in_parallel(path, units, |units| convert(path, units));
     file.documents = documents;
     file
@@ -248,157 +244,4 @@ fn strip_location(message: &str) -> &str {
         Some(i) => &message[..i],
         None => message,
     }
-}
-
-/// A document or List item on its way to becoming an object.
-type Unit = (Location, Result<Map<String, Value>, Reason>);
-
-/// A document's value → its objects' JSON forms: one object, the items of
-/// a `List`, or nothing (an empty document).
-fn expand(value: Value, location: Location, out: &mut Vec<Unit>) {
-    let mut map = match value {
-        Value::Null => return,
-        Value::Object(map) => map,
-        _ => return out.push((location, Err(Reason::NotAnObject))),
-    };
-    let item_kind = match type_meta(&map) {
-        None => return out.push((location, Err(Reason::MissingTypeMeta))),
-        Some((api_version, kind)) => list_item_kind(api_version, kind),
-    };
-    let Some(item_kind) = item_kind else {
-        return out.push((location, Ok(map)));
-    };
-    // `kind: List` (any items) or `kind: <Kind>List` (items of that kind,
-    // whose apiVersion/kind may be omitted, as the API returns them).
-    let items = match map.remove("items") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) => items,
-        Some(_) => {
-            let reason = Reason::InvalidList("items is not a list".into());
-            return out.push((location, Err(reason)));
-        }
-    };
-    for (i, item) in items.into_iter().enumerate() {
-        let location = Location {
-            item: Some(i),
-            ..location
-        };
-        let Value::Object(mut item) = item else {
-            out.push((location, Err(Reason::NotAnObject)));
-            continue;
-        };
-        if let Some(kind) = item_kind {
-            item.entry("apiVersion")
-                .or_insert_with(|| kind.api_version().into());
-            item.entry("kind").or_insert_with(|| kind.name().into());
-        }
-        if type_meta(&item).is_some_and(|(a, k)| list_item_kind(a, k).is_some()) {
-            out.push((
-                location,
-                Err(Reason::InvalidList("a List inside a List".into())),
-            ));
-        } else {
-            out.push((location, Ok(item)));
-        }
-    }
-}
-
-/// Units → typed objects, or an error each.
-fn convert(path: &Path, units: Vec<Unit>) -> ParsedFile {
-    let mut file = ParsedFile::default();
-    for (location, unit) in units {
-        match unit.and_then(object) {
-            Ok(object) => file.objects.push(ParsedObject { object, location }),
-            Err(reason) => file.errors.push(ManifestError {
-                path: path.to_path_buf(),
-                location: Some(location),
-                reason,
-            }),
-        }
-    }
-    file
-}
-
-fn type_meta(map: &Map<String, Value>) -> Option<(&str, &str)> {
-    let api_version = map.get("apiVersion")?.as_str()?;
-    let kind = map.get("kind")?.as_str()?;
-    Some((api_version, kind))
-}
-
-/// `Some(None)` for a generic `v1 List`, `Some(Some(k))` for a typed
-/// `<k>List`, `None` when not a list.
-fn list_item_kind(api_version: &str, kind: &str) -> Option<Option<Kind>> {
-    if api_version == "v1" && kind == "List" {
-        return Some(None);
-    }
-    let item = kind.strip_suffix("List")?;
-    Kind::from_type(api_version, item).map(Some)
-}
-
-/// One object from its JSON form.
-fn object(map: Map<String, Value>) -> Result<Object, Reason> {
-    let (api_version, kind_name) = type_meta(&map).ok_or(Reason::MissingTypeMeta)?;
-    let kind = Kind::from_type(api_version, kind_name).ok_or_else(|| Reason::UnsupportedKind {
-        api_version: api_version.to_string(),
-        kind: kind_name.to_string(),
-    })?;
-    let name = map
-        .get("metadata")
-        .and_then(|m| m.get("name"))
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    if name.is_empty() {
-        return Err(Reason::MissingName { kind });
-    }
-    let value = Value::Object(map);
-    Ok(match kind {
-        Kind::Namespace => Object::from(typed::<k8s_openapi::api::core::v1::Namespace>(
-            value, kind, &name,
-        )?),
-        Kind::Node => Object::from(typed::<k8s_openapi::api::core::v1::Node>(
-            value, kind, &name,
-        )?),
-        Kind::Pod => Object::from(typed::<k8s_openapi::api::core::v1::Pod>(
-            value, kind, &name,
-        )?),
-        Kind::Service => Object::from(typed::<k8s_openapi::api::core::v1::Service>(
-            value, kind, &name,
-        )?),
-        Kind::EndpointSlice => Object::from(
-            typed::<k8s_openapi::api::discovery::v1::EndpointSlice>(value, kind, &name)?,
-        ),
-        Kind::NetworkPolicy => Object::from(typed::<
-            k8s_openapi::api::networking::v1::NetworkPolicy,
-        >(value, kind, &name)?),
-    })
-}
-
-/// The typed object, with its namespace completed as the API server would.
-fn typed<T>(value: Value, kind: Kind, name: &str) -> Result<T, Reason>
-where
-    T: DeserializeOwned + Metadata<Ty = ObjectMeta>,
-{
-    let mut object: T = serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let message = if path == "." {
-            e.inner().to_string()
-        } else {
-            format!("{path}: {}", e.inner())
-        };
-        Reason::Invalid {
-            kind,
-            name: name.to_string(),
-            message,
-        }
-    })?;
-    let meta = object.metadata_mut();
-    if kind.namespaced() {
-        if meta.namespace.as_deref().unwrap_or_default().is_empty() {
-            meta.namespace = Some("default".into());
-        }
-    } else {
-        meta.namespace = None;
-    }
-    Ok(object)
 }

@@ -547,8 +547,115 @@ fn large_json_lists_convert_the_same_in_parallel() {
         .collect();
     assert_eq!(bad, (0..1000).filter(|i| i % 89 == 3).collect::<Vec<_>>());
     assert!(
-        file.errors
-            .iter()
-            .all(|e| e.reason.code() == "missing_name")
+        file.errors.iter().all(|e| e.reason.code() == "invalid"),
+        "a numeric name is a type error"
+    );
+}
+
+#[test]
+fn json_documents_report_like_yaml_ones() {
+    let text = r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"s"},"spec":{"ports":[{"port":"eighty"}]}}
+{"apiVersion":"v1","kind":"Serv\u0069ce","metadata":{"name":"escaped"},"spec":{"ports":[{"port":80}]}}
+{"apiVersion":"v1","kind":"List","items":5}
+{"apiVersion":"v1","kind":"List","items":[null, 3, {"apiVersion":"v1","kind":"List","items":[]}, {"kind":"Pod","metadata":{"name":"p"}}]}
+{"apiVersion":"v1","kind":"NodeList","items":[{"metadata":{"name":"n1"}},{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"ns"}},{"kind":"Node","metadata":{"name":"n2"}}]}
+[1, 2]
+null
+{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"d"}}
+"#;
+    let file = parse_json(Path::new("m.json"), text);
+    assert_eq!(
+        keys(&file),
+        vec![
+            "Service default/escaped",
+            "Node n1",
+            "Namespace ns",
+            "Node n2"
+        ]
+    );
+    assert_eq!(
+        error_sites(&file),
+        vec![
+            (0, None, Some(1), "invalid"),
+            (2, None, Some(3), "not_an_object"),
+            (3, Some(0), Some(4), "not_an_object"),
+            (3, Some(1), Some(4), "not_an_object"),
+            (3, Some(2), Some(4), "not_an_object"),
+            (3, Some(3), Some(4), "not_an_object"),
+            (5, None, Some(6), "not_an_object"),
+            (7, None, Some(8), "unsupported_kind"),
+        ]
+    );
+    assert_eq!(file.documents, 8);
+    assert_eq!(
+        file.errors[0].to_string(),
+        "m.json: document 0 (line 1): invalid Service \"s\": spec.ports[0].port: invalid type: string \"eighty\", expected i32"
+    );
+    assert_eq!(
+        file.errors[4].reason,
+        Reason::InvalidList("a List inside a List".into())
+    );
+    assert_eq!(file.errors[5].reason, Reason::MissingTypeMeta);
+}
+
+#[test]
+fn duplicates_within_and_across_files_name_the_definition_they_replace() {
+    let ns = |name: &str, v: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}, labels: {{v: '{v}'}}}}\n"
+        )
+    };
+    let a = yaml(&(ns("xa", "1") + &ns("yb", "1") + &ns("xa", "2") + &ns("xa", "3")));
+    let b = parse_yaml(Path::new("dir/b.yaml"), &(ns("zc", "1") + &ns("yb", "2")));
+    let (snapshot, errors) =
+        assemble([(Path::new("dir/a.yaml"), &a), (Path::new("dir/b.yaml"), &b)]);
+    assert!(
+        a.errors.is_empty() && b.errors.is_empty(),
+        "{:?} {:?}",
+        a.errors,
+        b.errors
+    );
+    let label = |n: &str| {
+        snapshot.namespaces[&ObjectName::cluster(n)]
+            .metadata
+            .labels
+            .as_ref()
+            .unwrap()["v"]
+            .clone()
+    };
+    assert_eq!(
+        (label("xa"), label("yb"), label("zc")),
+        ("3".into(), "2".into(), "1".into())
+    );
+    let reported: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        reported,
+        vec![
+            "dir/a.yaml: document 2 (line 10): Namespace xa was already defined in dir/a.yaml: document 0 (line 2); this later definition replaces it",
+            "dir/a.yaml: document 3 (line 14): Namespace xa was already defined in dir/a.yaml: document 2 (line 10); this later definition replaces it",
+            "dir/b.yaml: document 1 (line 6): Namespace yb was already defined in dir/a.yaml: document 1 (line 6); this later definition replaces it",
+        ]
+    );
+}
+
+#[test]
+fn yaml_1_1_scalars_are_read_as_kubernetes_reads_them() {
+    // sigs.k8s.io/yaml (YAML 1.1) makes `y` a boolean: not a valid name.
+    let file = yaml(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: y}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: \"y\"}\n",
+    );
+    assert_eq!(keys(&file), vec!["Namespace y"]);
+    assert_eq!(error_sites(&file), vec![(0, None, Some(1), "invalid")]);
+    assert!(
+        file.errors[0]
+            .to_string()
+            .contains("metadata.name: invalid type: boolean"),
+        "{}",
+        file.errors[0]
+    );
+    let empty = yaml("apiVersion: v1\nkind: Namespace\nmetadata: {name: \"\"}\n");
+    assert_eq!(
+        error_sites(&empty),
+        vec![(0, None, Some(1), "missing_name")]
     );
 }

@@ -66,13 +66,15 @@ pub fn compute_plan(snapshot: &Snapshot, ctx: &PlanContext) -> PlanResult {
     for (name, service) in &snapshot.services {
         let endpoints = sources.for_service(name, service, &ctx.pod_ip_overrides, &mut warnings);
         endpoint_count += endpoints.len();
-        let key = ObjectKey::new(Kind::Service, name.clone());
         all.extend(frontends::service_frontends(
             name,
             service,
             &endpoints,
             &frontend_ctx,
-            &mut |message| warnings.push(ObjectWarning::new(key.clone(), message)),
+            &mut |message| {
+                let key = ObjectKey::new(Kind::Service, name.clone());
+                warnings.push(ObjectWarning::new(key, message))
+            },
         ));
     }
 
