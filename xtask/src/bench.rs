@@ -26,3 +26,28 @@ pub fn cni(pairs: u32) -> Result<()> {
     println!("bench: results written to {}", root.join(REPORT).display());
     Ok(())
 }
+
+pub fn lb(args: &[String]) -> Result<()> {
+    privilege::require_root(
+        "`cargo xtask bench lb` (it loads BPF programs and creates network namespaces)",
+    )?;
+    proc::heading("setup");
+    setup::run()?;
+    proc::heading("build");
+    let built = compile::run(false, compile::Scope::Binaries)?;
+    proc::heading("bench lb");
+    let root = paths::workspace_root()?;
+    proc::run(
+        std::process::Command::new(built.bin_dir.join("weir-bench-lb"))
+            .current_dir(&root)
+            .arg("run")
+            .arg("--ebpf-object")
+            .arg(&built.ebpf_object)
+            .arg("--out")
+            .arg(root.join(REPORT))
+            .args(args)
+            .env("WEIR_BIN_DIR", &built.bin_dir),
+    )?;
+    println!("bench: results written to {}", root.join(REPORT).display());
+    Ok(())
+}

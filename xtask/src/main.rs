@@ -70,6 +70,13 @@ enum Bench {
         #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
         pairs: u32,
     },
+    /// Service load balancing: datapath ns/packet, end-to-end connections/s against kube-proxy's
+    /// iptables and nftables layouts, control-plane latency and RSS (needs root).
+    Lb {
+        /// Arguments for weir-bench-lb, after `--` (e.g. `-- --parts datapath`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -95,5 +102,8 @@ fn run(task: Task) -> Result<()> {
         Task::Bench {
             bench: Bench::Cni { pairs },
         } => bench::cni(pairs),
+        Task::Bench {
+            bench: Bench::Lb { args },
+        } => bench::lb(&args),
     }
 }

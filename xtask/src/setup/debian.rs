@@ -27,6 +27,7 @@ pub const PACKAGES: &[&str] = &[
     "busybox-static",
     "procps",
     "psmisc",
+    "fonts-dejavu-core",
 ];
 
 /// Packages from `wanted` that dpkg does not report as installed.

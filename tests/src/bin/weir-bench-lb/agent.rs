@@ -109,6 +109,22 @@ impl Agent {
             .flatten()
     }
 
+    /// The value of the unlabelled sample `name` in `/metrics`.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let (_, body) = self.get("/metrics")?;
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// `weir_sync_duration_seconds` (sum, count) so far.
+    pub fn sync_totals(&self) -> Option<(f64, f64)> {
+        Some((
+            self.metric("weir_sync_duration_seconds_sum")?,
+            self.metric("weir_sync_duration_seconds_count")?,
+        ))
+    }
+
     /// Peak resident set size (VmHWM) in KiB.
     pub fn peak_rss_kib(&self) -> Result<u64> {
         let path = format!("/proc/{}/status", self.pid());

@@ -36,6 +36,10 @@ pub struct Results {
     pub ready_secs: f64,
     /// Endpoint change until in the map, ms, sorted.
     pub change_ms: Vec<f64>,
+    /// The agent's own `weir_sync_duration_seconds` (plan, apply, routes): its syncs until
+    /// everything was programmed (sum, count), and during the changes (sum, count).
+    pub first_syncs: Option<(f64, f64)>,
+    pub change_syncs: Option<(f64, f64)>,
     pub peak_rss_kib: u64,
 }
 
@@ -89,6 +93,7 @@ pub fn run(opts: &Options) -> Result<Results> {
         }
     }
 
+    let first_syncs = agent.sync_totals();
     let mut change_ms = Vec::with_capacity(opts.changes as usize);
     let total = services.len().max(1);
     for c in 0..opts.changes {
@@ -126,6 +131,10 @@ pub fn run(opts: &Options) -> Result<Results> {
         std::thread::sleep(Duration::from_millis(20));
     }
     change_ms.sort_by(f64::total_cmp);
+    let change_syncs = match (first_syncs, agent.sync_totals()) {
+        (Some((sum0, count0)), Some((sum1, count1))) => Some((sum1 - sum0, count1 - count0)),
+        _ => None,
+    };
     let peak_rss_kib = agent.peak_rss_kib()?;
     agent.check_alive()?;
     Ok(Results {
@@ -134,6 +143,8 @@ pub fn run(opts: &Options) -> Result<Results> {
         programmed_secs: programmed.as_secs_f64(),
         ready_secs: ready.as_secs_f64(),
         change_ms,
+        first_syncs,
+        change_syncs,
         peak_rss_kib,
     })
 }

@@ -100,10 +100,15 @@ pub fn run(object: Vec<u8>, opts: Options) -> Result<Results> {
         "service levels must be ascending and start above 0: {:?}",
         opts.levels
     );
+    // Only the initial namespace has this sysctl; read it before leaving it.
+    let jit = std::fs::read_to_string("/proc/sys/net/core/bpf_jit_enable")
+        .map_or_else(|_| "unknown".into(), |v| v.trim().to_string());
     let thread = std::thread::spawn(move || -> Result<Results> {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
             .context("unshare(CLONE_NEWNET) for the datapath bench thread")?;
-        Bench::new(&object, &opts)?.run()
+        let mut results = Bench::new(&object, &opts)?.run()?;
+        results.jit = jit;
+        Ok(results)
     });
     match thread.join() {
         Ok(result) => result,
@@ -182,8 +187,6 @@ impl<'a> Bench<'a> {
             options_calls: self.opts.calls,
             options_rounds: self.opts.rounds,
             backends: self.opts.backends,
-            jit: std::fs::read_to_string("/proc/sys/net/core/bpf_jit_enable")
-                .map_or_else(|_| "unknown".into(), |v| v.trim().to_string()),
             ..Results::default()
         };
         for &level in &self.opts.levels.clone() {

@@ -15,7 +15,8 @@
 //! two mechanisms: the agent runs only on weir nodes (no netfilter rules there), the rules exist
 //! only on their nodes (no BPF programs there), and the direct node has neither. The target is
 //! the middle service of N (position N/2 in `KUBE-SERVICES`); the other services point at
-//! addresses nothing uses. Each round runs every mechanism once per N, the order rotating.
+//! addresses nothing uses. Each round runs every mechanism once per N, the order rotating;
+//! ratios are medians of the per-round ratios (runs of one round are seconds apart).
 
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -75,6 +76,7 @@ impl Mechanism {
 pub struct Sample {
     pub mechanism: Mechanism,
     pub services: u32,
+    pub round: u32,
     pub report: LoadReport,
 }
 
@@ -117,6 +119,22 @@ impl Results {
             p99_us: pick(|r| r.p99_us),
             errors: runs.iter().map(|r| r.errors).sum(),
         }
+    }
+
+    /// Median over rounds of `a`'s rate divided by `b`'s rate in the same round and service
+    /// count. The two runs are seconds apart, so slow changes in the machine's load (other
+    /// work) cancel out better than in a ratio of medians.
+    pub fn paired_ratio(&self, a: Mechanism, b: Mechanism, services: u32) -> f64 {
+        let rate = |m: Mechanism, round: u32| {
+            self.samples
+                .iter()
+                .find(|s| s.mechanism == m && s.services == services && s.round == round)
+                .map(|s| s.report.rate)
+        };
+        let ratios: Vec<f64> = (0..self.rounds)
+            .filter_map(|round| Some(stats::ratio(rate(a, round)?, rate(b, round)?)))
+            .collect();
+        stats::median(&ratios)
     }
 }
 
@@ -315,6 +333,7 @@ pub fn run(opts: &Options) -> Result<Results> {
                 results.samples.push(Sample {
                     mechanism,
                     services: n,
+                    round,
                     report,
                 });
             }

@@ -88,10 +88,10 @@ pub struct RunOptions {
     #[arg(long, value_delimiter = ',', default_value = "10,10000")]
     e2e_services: Vec<u32>,
     /// b: rounds; each round runs every mechanism once per service count, interleaved.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 7)]
     e2e_rounds: u32,
     /// b: seconds per load-generator run.
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, default_value_t = 2.5)]
     e2e_seconds: f64,
     /// b: concurrent connections of the load generator.
     #[arg(long, default_value_t = 4)]

@@ -135,7 +135,11 @@ fn dp_markdown(r: &datapath::Results, m: &Machine, md: &mut String) {
         md,
         "### a. Per-packet cost in the datapath (BPF_PROG_TEST_RUN)\n"
     );
-    let _ = writeln!(md, "{}\n", m.line(&format!("BPF JIT `{}`", r.jit)));
+    let _ = writeln!(
+        md,
+        "{}\n",
+        m.line(&format!("net.core.bpf_jit_enable = {}", r.jit))
+    );
     md.push_str(
         "| services × 10 backends | no-op, amortised | established | no-op, 1 run per call | \
          new flow, one service | new flow, random service |\n|---:|---:|---:|---:|---:|---:|\n",
@@ -244,10 +248,9 @@ fn e2e_verdicts(r: &e2e::Results) -> Vec<String> {
     let mut out = Vec::new();
     let largest = r.services.iter().copied().max().unwrap_or(0);
     for &n in &r.services {
-        let weir = r.summary(Mechanism::Weir, n).rate;
-        let direct = ratio(weir, r.summary(Mechanism::Direct, n).rate);
-        let ipt = ratio(weir, r.summary(Mechanism::Iptables, n).rate);
-        let nft = ratio(weir, r.summary(Mechanism::Nftables, n).rate);
+        let direct = r.paired_ratio(Mechanism::Weir, Mechanism::Direct, n);
+        let ipt = r.paired_ratio(Mechanism::Weir, Mechanism::Iptables, n);
+        let nft = r.paired_ratio(Mechanism::Weir, Mechanism::Nftables, n);
         let mut line = format!(
             "{} services: weir/direct {} (target >= {E2E_MIN_VS_DIRECT}x: {}), weir/nftables {} (target >= {E2E_MIN_VS_NFTABLES}x: {}), weir/iptables {}",
             services_label(n),
@@ -318,13 +321,12 @@ fn e2e_markdown(r: &e2e::Results, m: &Machine, md: &mut String) {
          |---:|---|---:|---:|---:|---:|---:|\n",
     );
     for &n in &r.services {
-        let weir = r.summary(Mechanism::Weir, n).rate;
         for mech in Mechanism::ALL {
             let s = r.summary(mech, n);
             let vs = if mech == Mechanism::Weir {
                 String::new()
             } else {
-                fmt_ratio(ratio(weir, s.rate))
+                fmt_ratio(r.paired_ratio(Mechanism::Weir, mech, n))
             };
             let _ = writeln!(
                 md,
@@ -368,7 +370,8 @@ fn e2e_markdown(r: &e2e::Results, m: &Machine, md: &mut String) {
          (after 0.3 s unmeasured) with {conc} workers, each opening a new TCP connection, \
          sending one line, reading the answer to EOF and closing, over and over; the rate counts \
          completed connections, the latency is connect to EOF. Figures are medians over the \
-         rounds. *direct*: the client connects to the three backend pod IPs (one at random per \
+         rounds; a ratio is the median of the per-round ratios (the runs of a round are seconds \
+         apart, so changes in the machine's load cancel better). *direct*: the client connects to the three backend pod IPs (one at random per \
          connection) from a node with no service mechanism at all. *weir*: the node runs \
          `weir-agent` with the services from manifests (selector-less Services with \
          EndpointSlices); the client pod is added through CNI with the agent's socket, so \
@@ -413,6 +416,16 @@ fn cp_verdicts(r: &control::Results) -> Vec<String> {
     ]
 }
 
+/// "k syncs, mean x ms" from (sum seconds, count).
+fn syncs(totals: Option<(f64, f64)>) -> String {
+    match totals {
+        Some((sum, count)) if count > 0.0 => {
+            format!("{count:.0} syncs, mean {:.1} ms", sum / count * 1e3)
+        }
+        _ => "n/a".into(),
+    }
+}
+
 fn cp_text(r: &control::Results, out: &mut String) {
     let _ = writeln!(
         out,
@@ -427,6 +440,12 @@ fn cp_text(r: &control::Results, out: &mut String) {
         r.change_max(),
         r.change_ms.len(),
         r.peak_rss_kib as f64 * 1024.0 / 1e6
+    );
+    let _ = writeln!(
+        out,
+        "agent's own sync timer (plan, apply, routes): until programmed {}; during the changes {}",
+        syncs(r.first_syncs),
+        syncs(r.change_syncs)
     );
     for line in cp_verdicts(r) {
         let _ = writeln!(out, "target {line}");
@@ -465,6 +484,16 @@ fn cp_markdown(r: &control::Results, m: &Machine, md: &mut String) {
         md,
         "| endpoint change → in the map, max | {:.1} ms | |",
         r.change_max()
+    );
+    let _ = writeln!(
+        md,
+        "| the agent's own sync time (`weir_sync_duration_seconds`: plan, apply, routes) until programmed | {} | |",
+        syncs(r.first_syncs)
+    );
+    let _ = writeln!(
+        md,
+        "| the agent's own sync time during the changes | {} | |",
+        syncs(r.change_syncs)
     );
     let rss = r.peak_rss_kib as f64 * 1024.0;
     let _ = writeln!(
