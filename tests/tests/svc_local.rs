@@ -161,19 +161,6 @@ fn internal_traffic_policy_local_and_hairpin() {
     });
     println!("no_local_backend drops on node1: {before} → {after}");
 
-    let fe = cluster.frontend(1, ITP_NONE_VIP, 80, Proto::Tcp).unwrap();
-    println!("itp-none on node1: {fe:?}");
-    for (from, ns) in node1.iter().chain(&node2) {
-        for proto in Proto::ALL {
-            let r = probes(ns, proto, ITP_NONE_VIP, 80, 3);
-            assert_all(
-                &format!("{from} → itp-none/{proto} (no endpoints)"),
-                &r,
-                "<refused>",
-            );
-        }
-    }
-
     // Hairpin: h reaches itself through its Service, TCP and UDP, and does
     // not see its own address as the source (it could not answer that).
     for proto in Proto::ALL {
@@ -191,5 +178,20 @@ fn internal_traffic_policy_local_and_hairpin() {
         let r = probes(k.netns(), proto, PAIR_VIP, 80, 40);
         let counts = assert_only(&format!("k → pair/{proto}"), &r, &["h", "k"]);
         assert_eq!(counts.len(), 2, "k → pair/{proto}: {counts:?}");
+    }
+
+    // internalTrafficPolicy Local and no endpoint anywhere: rejected, as
+    // kube-proxy rejects (it drops only when endpoints exist elsewhere).
+    let fe = cluster.frontend(1, ITP_NONE_VIP, 80, Proto::Tcp).unwrap();
+    println!("itp-none on node1: {fe:?}");
+    for (from, ns) in node1.iter().chain(&node2) {
+        for proto in Proto::ALL {
+            let r = probes(ns, proto, ITP_NONE_VIP, 80, 3);
+            assert_all(
+                &format!("{from} → itp-none/{proto} (no endpoints)"),
+                &r,
+                "<refused>",
+            );
+        }
     }
 }

@@ -10,7 +10,8 @@
 //! - NodePort (on each of this node's addresses), LoadBalancer ingress IPs
 //!   and externalIPs: with externalTrafficPolicy Cluster, one frontend with
 //!   all endpoints. With Local, the External frontend has this node's
-//!   endpoints only (`local_only`: keep the client address; none → drop),
+//!   endpoints only (`local_only`: keep the client address; none here but
+//!   some elsewhere → drop, none anywhere → reject),
 //!   and the Internal twin has all endpoints: kube-proxy sends pod and
 //!   node traffic to external destinations to the cluster-wide endpoints,
 //!   "subject to neither form of traffic policy" (iptables proxier,
@@ -163,7 +164,9 @@ impl Shared<'_> {
             service_port,
             Scope::External,
             FrontendKind::ClusterIp,
-            self.internal_local,
+            // With no endpoint anywhere kube-proxy rejects; it drops only
+            // when endpoints exist on other nodes.
+            self.internal_local && !cluster.is_empty(),
             false,
             internal,
         ));
@@ -188,7 +191,7 @@ impl Shared<'_> {
                     port,
                     Scope::External,
                     kind,
-                    true,
+                    !cluster.is_empty(),
                     true,
                     &local,
                 ));

@@ -664,3 +664,27 @@ fn cni_registrations_override_pod_addresses() {
         vec!["ClusterIp 10.96.0.10:80/tcp ext -> [10.0.1.77:80L]"]
     );
 }
+
+#[test]
+fn traffic_policy_local_without_any_endpoint_rejects_instead_of_dropping() {
+    // kube-proxy drops Local traffic only when endpoints exist on other
+    // nodes; with none anywhere the frontend rejects like any empty one.
+    let yaml = cluster()
+        + &service(
+            "web",
+            "  type: NodePort\n  clusterIP: 10.96.0.10\n  externalTrafficPolicy: Local\n  \
+             internalTrafficPolicy: Local\n  selector: {app: web}\n  \
+             ports: [{port: 80, nodePort: 30080}]\n",
+        );
+    let mut one_ip = ctx();
+    one_ip.nodeport_addresses = Some(vec![Ipv4Addr::new(192, 168, 0, 1)]);
+    let result = compute_plan(&snapshot(&yaml), &one_ip);
+    assert_eq!(
+        views(&result),
+        vec![
+            "ClusterIp 10.96.0.10:80/tcp ext -> []",
+            "NodePort 192.168.0.1:30080/tcp ext two_scopes -> []",
+            "NodePort 192.168.0.1:30080/tcp int two_scopes -> []",
+        ]
+    );
+}
