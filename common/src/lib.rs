@@ -11,6 +11,7 @@ pub mod endpoint;
 pub mod lb;
 pub mod maps;
 pub mod metrics;
+pub mod policy;
 pub mod programs;
 pub mod reason;
 

@@ -36,11 +36,19 @@ pub enum DropReason {
     /// A reject reply (RST / ICMP) could not be built for a packet of a
     /// service with no backend; the packet was dropped instead.
     RejectFailed = 11,
+    /// NetworkPolicy: the endpoint is isolated in this direction and no rule
+    /// of the policies selecting it allows the flow.
+    PolicyDenied = 12,
+    /// NetworkPolicy: the endpoint is isolated in this direction and the
+    /// policies selecting it allow nothing there (a default-deny policy).
+    PolicyDefaultDeny = 13,
+    /// A packet from a pod whose source IP is not the pod's own address.
+    SpoofedSource = 14,
 }
 
 impl DropReason {
     /// All reasons, in numeric order, for iteration in userspace.
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 15] = [
         Self::Forwarded,
         Self::Malformed,
         Self::InvalidIpHeader,
@@ -53,6 +61,9 @@ impl DropReason {
         Self::NoRoute,
         Self::RewriteFailed,
         Self::RejectFailed,
+        Self::PolicyDenied,
+        Self::PolicyDefaultDeny,
+        Self::SpoofedSource,
     ];
 
     /// Number of reasons; sizes the metrics map.
@@ -77,6 +88,9 @@ impl DropReason {
             9 => Some(Self::NoRoute),
             10 => Some(Self::RewriteFailed),
             11 => Some(Self::RejectFailed),
+            12 => Some(Self::PolicyDenied),
+            13 => Some(Self::PolicyDefaultDeny),
+            14 => Some(Self::SpoofedSource),
             _ => None,
         }
     }
@@ -96,6 +110,9 @@ impl DropReason {
             Self::NoRoute => "no_route",
             Self::RewriteFailed => "rewrite_failed",
             Self::RejectFailed => "reject_failed",
+            Self::PolicyDenied => "policy_denied",
+            Self::PolicyDefaultDeny => "policy_default_deny",
+            Self::SpoofedSource => "spoofed_source",
         }
     }
 
