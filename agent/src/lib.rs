@@ -11,6 +11,7 @@ pub mod maglev;
 pub mod manifests;
 pub mod metrics;
 pub mod plan;
+pub mod policy;
 pub mod registry;
 pub mod routes;
 pub mod services;
