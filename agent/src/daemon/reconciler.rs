@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, error, info, warn};
 
-use super::seams::{Datapath, LinkTable, RouteSync, Source, SourceView};
+use super::seams::{Datapath, LinkTable, RouteSync, SnapshotHolder, Source, SourceView};
 use crate::http::Health;
 use crate::k8s::{ObjectName, ObjectWarning};
 use crate::metrics::{Metrics, Programmed, SyncRecord};
@@ -26,7 +26,7 @@ use crate::registry::server::{Registration, stopped};
 use crate::registry::{
     AttachmentKey, EndpointRecord, EndpointSpec, ErrorCode, Op, RecordStore, Registry, Response,
 };
-use crate::services::{PlanContext, compute_plan};
+use crate::services::{IncrementalPlanner, PlanContext};
 
 /// Handles shared with the HTTP server.
 #[derive(Clone, Debug)]
@@ -117,6 +117,10 @@ pub struct Reconciler<D, L, R> {
     store: RecordStore,
     registry: Registry,
     view: SourceView,
+    /// Keeps each Service's share of the plan; `planned` is the snapshot
+    /// it last planned from, to diff the next one against.
+    planner: IncrementalPlanner,
+    planned: Option<Arc<dyn SnapshotHolder>>,
     pending: Vec<Pending>,
     flush_at: Option<Instant>,
     retry_delay: Duration,
@@ -150,6 +154,8 @@ impl<D: Datapath, L: LinkTable, R: RouteSync> Reconciler<D, L, R> {
             store,
             registry: Registry::new(),
             view: SourceView::default(),
+            planner: IncrementalPlanner::new(),
+            planned: None,
             pending: Vec::new(),
             flush_at: None,
             retry_delay: timing.retry_min,
@@ -489,7 +495,15 @@ impl<D: Datapath, L: LinkTable, R: RouteSync> Reconciler<D, L, R> {
             nodeport_addresses: self.settings.nodeport_addresses.clone(),
         };
         let objects = self.view.objects.clone();
-        let plan = blocking(|| compute_plan(objects.snapshot(), &plan_ctx));
+        let previous = self.planned.take();
+        let plan = blocking(|| {
+            self.planner.plan(
+                previous.as_deref().map(|p| p.snapshot()),
+                objects.snapshot(),
+                &plan_ctx,
+            )
+        });
+        self.planned = Some(objects);
         let planned = started.elapsed();
         self.log_new_warnings(&plan.warnings);
         let applied = blocking(|| self.datapath.apply(&plan.state));

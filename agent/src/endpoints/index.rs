@@ -68,21 +68,26 @@ impl<'a> SliceIndex<'a> {
     pub fn new(snapshot: &'a Snapshot) -> Self {
         let mut by_service: HashMap<&str, HashMap<&str, Vec<&EndpointSlice>>> = HashMap::new();
         for (name, slice) in &snapshot.endpoint_slices {
-            let service = slice
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(SERVICE_NAME_LABEL));
-            if let Some(service) = service {
+            if let Some(service) = Self::service_of(slice) {
                 by_service
                     .entry(name.namespace.as_str())
                     .or_default()
-                    .entry(service.as_str())
+                    .entry(service)
                     .or_default()
                     .push(slice.as_ref());
             }
         }
         Self { by_service }
+    }
+
+    /// The Service a slice belongs to (its `kubernetes.io/service-name`).
+    pub fn service_of(slice: &EndpointSlice) -> Option<&str> {
+        slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(SERVICE_NAME_LABEL))
+            .map(String::as_str)
     }
 
     pub fn for_service(&self, namespace: &str, service: &str) -> &[&'a EndpointSlice] {

@@ -2,16 +2,20 @@
 //! datapath state ([`compute_plan`]).
 
 pub mod frontends;
+mod incremental;
 pub mod routes;
 pub mod spec;
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
+use k8s_openapi::api::core::v1::Service;
+
 use crate::endpoints::EndpointSources;
 use crate::k8s::{Kind, ObjectKey, ObjectName, ObjectWarning, Snapshot};
 use crate::plan::{Algorithm, DesiredState, Frontend};
 
+pub use incremental::IncrementalPlanner;
 pub use spec::LB_ALGORITHM_ANNOTATION;
 
 /// What the plan needs besides the objects.
@@ -49,35 +53,94 @@ pub struct PlanResult {
 /// Two Services claiming the same (address, port, protocol, scope): the
 /// first by namespace/name keeps it, the other gets a warning.
 pub fn compute_plan(snapshot: &Snapshot, ctx: &PlanContext) -> PlanResult {
-    let mut warnings = Vec::new();
-    let node_ips = match &ctx.nodeport_addresses {
+    let mut node_warnings = Vec::new();
+    let node_ips = node_ips(snapshot, ctx, &mut node_warnings);
+    let sources = EndpointSources::new(snapshot);
+    let services: Vec<ServicePlan> = snapshot
+        .services
+        .iter()
+        .map(|(name, service)| plan_service(name, service, &sources, ctx, &node_ips))
+        .collect();
+    finish(snapshot, ctx, &services, node_warnings)
+}
+
+/// One Service's share of a plan: what [`IncrementalPlanner`] keeps per
+/// Service between syncs.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct ServicePlan {
+    frontends: Vec<Frontend>,
+    warnings: Vec<ObjectWarning>,
+    endpoints: usize,
+}
+
+/// Addresses NodePorts answer on: the flag, else the local Node's
+/// InternalIPs.
+fn node_ips(
+    snapshot: &Snapshot,
+    ctx: &PlanContext,
+    warnings: &mut Vec<ObjectWarning>,
+) -> Vec<Ipv4Addr> {
+    match &ctx.nodeport_addresses {
         Some(ips) => ips.clone(),
-        None => routes::local_node_ips(snapshot, &ctx.node_name, &mut warnings),
-    };
+        None => routes::local_node_ips(snapshot, &ctx.node_name, warnings),
+    }
+}
+
+fn plan_service(
+    name: &ObjectName,
+    service: &Service,
+    sources: &EndpointSources<'_>,
+    ctx: &PlanContext,
+    node_ips: &[Ipv4Addr],
+) -> ServicePlan {
     let frontend_ctx = frontends::FrontendContext {
         node_name: &ctx.node_name,
-        node_ips: &node_ips,
+        node_ips,
         default_algorithm: ctx.default_algorithm,
     };
+    let mut warnings = Vec::new();
+    let endpoints = sources.for_service(name, service, &ctx.pod_ip_overrides, &mut warnings);
+    let frontends =
+        frontends::service_frontends(name, service, &endpoints, &frontend_ctx, &mut |message| {
+            let key = ObjectKey::new(Kind::Service, name.clone());
+            warnings.push(ObjectWarning::new(key, message))
+        });
+    ServicePlan {
+        frontends,
+        warnings,
+        endpoints: endpoints.len(),
+    }
+}
 
-    let sources = EndpointSources::new(snapshot);
+/// The plan from every Service's share (in Service name order): frontends
+/// sorted and deduplicated, routes, all warnings.
+fn finish<'a>(
+    snapshot: &Snapshot,
+    ctx: &PlanContext,
+    services: impl IntoIterator<Item = &'a ServicePlan>,
+    mut warnings: Vec<ObjectWarning>,
+) -> PlanResult {
     let mut all: Vec<Frontend> = Vec::new();
     let mut endpoint_count = 0;
-    for (name, service) in &snapshot.services {
-        let endpoints = sources.for_service(name, service, &ctx.pod_ip_overrides, &mut warnings);
-        endpoint_count += endpoints.len();
-        all.extend(frontends::service_frontends(
-            name,
-            service,
-            &endpoints,
-            &frontend_ctx,
-            &mut |message| {
-                let key = ObjectKey::new(Kind::Service, name.clone());
-                warnings.push(ObjectWarning::new(key, message))
-            },
-        ));
+    for service in services {
+        endpoint_count += service.endpoints;
+        all.extend(service.frontends.iter().cloned());
+        warnings.extend(service.warnings.iter().cloned());
     }
+    let frontends = resolve_conflicts(all, &mut warnings);
+    let routes = routes::node_routes(snapshot, &ctx.node_name, &mut warnings);
+    warnings.sort();
+    warnings.dedup();
+    PlanResult {
+        state: DesiredState { frontends, routes },
+        warnings,
+        endpoints: endpoint_count,
+    }
+}
 
+/// Sorts by (address, port, proto, scope) and keeps the first claim of
+/// each; `all` is in Service name order, so the first Service wins.
+fn resolve_conflicts(mut all: Vec<Frontend>, warnings: &mut Vec<ObjectWarning>) -> Vec<Frontend> {
     // Stable sort: among equal keys the first Service (map order) stays first.
     all.sort_by_key(|f| (f.address, f.port, f.proto, f.scope));
     let mut frontends: Vec<Frontend> = Vec::with_capacity(all.len());
@@ -106,15 +169,7 @@ pub fn compute_plan(snapshot: &Snapshot, ctx: &PlanContext) -> PlanResult {
             _ => frontends.push(frontend),
         }
     }
-
-    let routes = routes::node_routes(snapshot, &ctx.node_name, &mut warnings);
-    warnings.sort();
-    warnings.dedup();
-    PlanResult {
-        state: DesiredState { frontends, routes },
-        warnings,
-        endpoints: endpoint_count,
-    }
+    frontends
 }
 
 #[cfg(test)]
