@@ -78,6 +78,8 @@
 //!   source address a backend sees.
 //! * [`cluster::Cluster`]: a lab whose nodes run real `weir-agent`s in standalone
 //!   mode on one shared manifests dir, with pods registered through `agentSocket`.
+//! * [`stats`]: the chi-square check that traffic spreads uniformly over backends
+//!   ([`stats::Uniformity`]), shared by the service tests and the demo.
 //! * [`sweep::sweep_dead`] removes leftovers of dead processes (run by every
 //!   [`LabBuilder::build`]; kept labs are spared); [`sweep::remove_lab`] removes one
 //!   lab by id; [`sweep::remove_state_dir`] unmounts bpffs/cgroup mounts below a dir
@@ -93,6 +95,7 @@ pub mod netns;
 pub mod pod;
 mod process;
 pub mod runtimes;
+pub mod stats;
 pub mod sweep;
 pub mod workload;
 

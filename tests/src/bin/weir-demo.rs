@@ -23,6 +23,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Parser;
 use weir_lab::cluster::{Cluster, PodSpec, tally};
+use weir_lab::stats::Uniformity;
 use weir_lab::{Lab, Node, Pod, ProbeOptions, ProbeResult, Proto, ServeGuard};
 
 #[derive(Parser, Debug)]
@@ -46,8 +47,9 @@ struct Args {
     /// Directory of example manifests (Services) for the agents.
     #[arg(long, value_name = "DIR")]
     examples: Option<PathBuf>,
-    /// Requests sent to the ClusterIP to show the spread over its backends.
-    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(3..=100_000))]
+    /// Requests per protocol sent to the ClusterIP to show the spread over
+    /// its backends (each a new flow).
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u32).range(3..=100_000))]
     requests: u32,
 }
 
@@ -306,10 +308,19 @@ fn print_agents(demo: &Demo) {
     println!();
 }
 
-/// `--requests` requests per protocol from a client pod to the ClusterIP:
-/// the count per backend, and Pearson's chi-square against a uniform spread
-/// (critical value at p = 0.001). Returns whether every request was
-/// answered by a backend and the spread passed.
+/// The chance that a correct datapath fails one spread check (two per run,
+/// TCP and UDP). A demo must essentially never fail on a correct datapath;
+/// a broken one is far beyond the critical value (27.6 for three backends):
+/// all of 600 requests on one backend give chi² = 1200, one backend never
+/// chosen 300, a 2:1:1 split about 75.
+const SPREAD_P: f64 = 1e-6;
+
+/// `--requests` requests per protocol from a client pod to the ClusterIP,
+/// each a new flow (`weir-probe` opens a fresh socket per request and never
+/// reuses a UDP source port within a run, so conntrack does not pin
+/// requests to an earlier request's backend): the count per backend, and
+/// the chi-square check against a uniform spread at [`SPREAD_P`]. Returns
+/// whether every request was answered by a backend and the spread passed.
 fn show_spread(demo: &Demo, requests: u32) -> bool {
     let client = demo
         .pods
@@ -373,20 +384,21 @@ fn show_spread(demo: &Demo, requests: u32) -> bool {
             println!("  not answered by a backend: {others} ({counts:?})");
             ok = false;
         }
-        let n = observed.iter().sum::<usize>() as f64;
-        let expected = n / observed.len() as f64;
-        let chi2: f64 = observed
-            .iter()
-            .map(|&c| (c as f64 - expected).powi(2) / expected)
-            .sum();
-        // df = 2 for three backends: the survival function is exp(-x/2).
-        let critical = -2.0 * 0.001f64.ln();
-        let uniform = observed.len() != 3 || chi2 < critical;
+        if observed.len() < 2 {
+            println!("  one backend: no spread to check");
+            continue;
+        }
+        let check = Uniformity::check(&observed, SPREAD_P);
         println!(
-            "  chi² = {chi2:.2} (uniform at p = 0.001 below {critical:.2}): {}",
-            if uniform { "uniform" } else { "NOT uniform" }
+            "  {}: {}",
+            check.summary(),
+            if check.uniform() {
+                "uniform"
+            } else {
+                "NOT uniform"
+            }
         );
-        ok &= uniform;
+        ok &= check.uniform();
     }
     ok
 }

@@ -4,8 +4,12 @@
 //! TCP: handshake done = connected (then the first reply line is read), RST =
 //! refused. UDP: a datagram is sent; a reply = connected, ICMP port unreachable =
 //! refused, nothing = timeout. Each attempt uses a fresh socket (new source port).
+//! UDP attempts of one run never reuse a source port: UDP has no close, so a
+//! reused port would continue the earlier flow's conntrack entry (and its
+//! backend) instead of being a new, independent flow.
 //! Exit code 0 whatever the outcomes; 2 on bad usage.
 
+use std::collections::HashSet;
 use std::io::{ErrorKind, Read};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
 use std::process::ExitCode;
@@ -62,6 +66,7 @@ fn main() -> ExitCode {
         }
     };
     let timeout = Duration::from_millis(args.timeout_ms.max(1));
+    let mut udp_ports = HashSet::new();
     for i in 0..args.count {
         if i > 0 && args.interval_ms > 0 {
             std::thread::sleep(Duration::from_millis(args.interval_ms));
@@ -70,7 +75,7 @@ fn main() -> ExitCode {
         let (result, reply, error) = if is_tcp {
             probe_tcp(addr, timeout)
         } else {
-            probe_udp(addr, timeout)
+            probe_udp(addr, timeout, &mut udp_ports)
         };
         let report = Report {
             result,
@@ -132,13 +137,8 @@ fn probe_tcp(addr: SocketAddr, timeout: Duration) -> Outcome {
     ("connected", first_line(&buf), note)
 }
 
-fn probe_udp(addr: SocketAddr, timeout: Duration) -> Outcome {
-    let local = if addr.is_ipv4() {
-        "0.0.0.0:0"
-    } else {
-        "[::]:0"
-    };
-    let socket = match UdpSocket::bind(local) {
+fn probe_udp(addr: SocketAddr, timeout: Duration, used: &mut HashSet<u16>) -> Outcome {
+    let socket = match fresh_udp_socket(addr, used) {
         Ok(s) => s,
         Err(err) => return ("error", String::new(), Some(format!("bind: {err}"))),
     };
@@ -156,6 +156,31 @@ fn probe_udp(addr: SocketAddr, timeout: Duration) -> Outcome {
     match socket.recv(&mut buf) {
         Ok(n) => ("connected", first_line(&buf[..n]), None),
         Err(err) => classify(&err),
+    }
+}
+
+/// Attempts after which a run accepts a source port it used before (the
+/// kernel picks ports at random, so a repeat among fresh picks is rare until
+/// a run nears the size of the port range).
+const PORT_PICKS: usize = 64;
+
+/// A UDP socket bound to a kernel-chosen source port that no earlier attempt
+/// of this run used (sockets with used ports stay open while picking, so the
+/// kernel cannot hand out the same one again); records the port.
+fn fresh_udp_socket(addr: SocketAddr, used: &mut HashSet<u16>) -> std::io::Result<UdpSocket> {
+    let local = if addr.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
+    let mut rejected = Vec::new();
+    loop {
+        let socket = UdpSocket::bind(local)?;
+        let port = socket.local_addr()?.port();
+        if used.insert(port) || rejected.len() >= PORT_PICKS {
+            return Ok(socket);
+        }
+        rejected.push(socket);
     }
 }
 

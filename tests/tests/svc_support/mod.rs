@@ -7,6 +7,7 @@ use std::net::Ipv4Addr;
 
 use serde_json::{Value, json};
 use weir_lab::cluster::{Reply, tally};
+use weir_lab::stats::Uniformity;
 use weir_lab::{NetNs, ProbeOptions, ProbeResult, Proto};
 
 pub fn require_root() {
@@ -109,53 +110,28 @@ pub fn assert_client_ip(what: &str, results: &[ProbeResult], client: Ipv4Addr) {
     }
 }
 
-/// Pearson's chi-square statistic of `counts` against a uniform spread.
-pub fn chi_square_uniform(counts: &[usize]) -> f64 {
-    let n: usize = counts.iter().sum();
-    let expected = n as f64 / counts.len() as f64;
-    counts
-        .iter()
-        .map(|&c| (c as f64 - expected).powi(2) / expected)
-        .sum()
-}
-
-/// The critical value of the chi-square distribution with 2 degrees of
-/// freedom (3 categories) at significance `p`: its survival function is
-/// exactly exp(-x/2).
-pub fn chi_square_critical_df2(p: f64) -> f64 {
-    -2.0 * p.ln()
-}
-
 /// Asserts that `results` spread uniformly over exactly the three
 /// `backends`: no other outcome, and Pearson's chi-square below the
 /// critical value at significance `p` (a uniform spread fails with
-/// probability `p`). Prints the counts.
+/// probability `p`; see [`weir_lab::stats`]). Prints the counts.
 pub fn assert_uniform3(what: &str, results: &[ProbeResult], backends: [&str; 3], p: f64) {
     let counts = assert_only(what, results, &backends);
     let observed: Vec<usize> = backends
         .iter()
         .map(|b| counts.get(*b).copied().unwrap_or(0))
         .collect();
-    let chi2 = chi_square_uniform(&observed);
-    let critical = chi_square_critical_df2(p);
+    let check = Uniformity::check(&observed, p);
     println!(
-        "{what}: {} requests → {:?}, chi² = {chi2:.2} (critical {critical:.2} at p = {p:.1e})",
+        "{what}: {} requests → {:?}, {}",
         results.len(),
-        backends.iter().zip(&observed).collect::<Vec<_>>()
+        backends.iter().zip(&observed).collect::<Vec<_>>(),
+        check.summary()
     );
     assert!(
-        chi2 < critical,
-        "{what}: not uniform over {backends:?}: {observed:?}, chi² = {chi2:.2} ≥ {critical:.2}"
+        check.uniform(),
+        "{what}: not uniform over {backends:?}: {observed:?}, {}",
+        check.summary()
     );
-}
-
-#[test]
-fn chi_square_math() {
-    assert_eq!(chi_square_uniform(&[100, 100, 100]), 0.0);
-    // 150/75/75 of 300: (50² + 25² + 25²) / 100 = 37.5
-    assert!((chi_square_uniform(&[150, 75, 75]) - 37.5).abs() < 1e-9);
-    // The well-known table value for df = 2 at p = 0.001 is 13.816.
-    assert!((chi_square_critical_df2(0.001) - 13.8155).abs() < 1e-3);
 }
 
 /// Polls (up to 20 s: the agents refresh datapath counters every few
