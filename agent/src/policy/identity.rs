@@ -13,6 +13,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::Hash;
 use std::ops::RangeInclusive;
 
+use super::cluster::Cluster;
+use super::error::{PolicyError, Problem};
+use super::ports::NamedPorts;
+use crate::k8s::{Kind, ObjectKey};
+
 /// What a pod identity stands for.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct IdentityKey {
@@ -116,6 +121,75 @@ impl<K: Clone + Eq + Hash> IdAllocator<K> {
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()
     }
+}
+
+/// The pod identities of one compile.
+pub struct PodIdentities<'a> {
+    /// Parallel to `Cluster::pods`; `None` when no id was left.
+    pub of_pod: Vec<Option<u32>>,
+    /// Distinct identities per namespace.
+    pub by_namespace: HashMap<&'a str, Vec<Labelled<'a>>>,
+    /// Named ports of the pods of each identity, merged.
+    pub named_ports: HashMap<u32, NamedPorts>,
+    pub keys: BTreeMap<u32, IdentityKey>,
+}
+
+impl<'a> PodIdentities<'a> {
+    /// One identity per (namespace, labels) of the cluster's pods.
+    pub fn assign(
+        cluster: &Cluster<'a>,
+        ids: &mut IdAllocator<IdentityKey>,
+        errors: &mut Vec<PolicyError>,
+    ) -> Self {
+        let mut this = Self {
+            of_pod: Vec::with_capacity(cluster.pods.len()),
+            by_namespace: HashMap::new(),
+            named_ports: HashMap::new(),
+            keys: BTreeMap::new(),
+        };
+        for pod in &cluster.pods {
+            let key = IdentityKey {
+                namespace: pod.name.namespace.clone(),
+                labels: pod.labels.clone(),
+            };
+            let Some(id) = ids.id(&key) else {
+                let object = ObjectKey::new(Kind::Pod, pod.name.clone());
+                errors.push(PolicyError::new(
+                    object,
+                    "metadata.labels",
+                    Problem::IdentitiesExhausted("label set"),
+                ));
+                this.of_pod.push(None);
+                continue;
+            };
+            this.of_pod.push(Some(id));
+            this.named_ports
+                .entry(id)
+                .or_default()
+                .extend(&pod.named_ports);
+            if this.keys.insert(id, key).is_none() {
+                let namespace = pod.name.namespace.as_str();
+                this.by_namespace
+                    .entry(namespace)
+                    .or_default()
+                    .push(Labelled {
+                        id,
+                        labels: pod.labels,
+                    });
+            }
+        }
+        this
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = u32> + '_ {
+        self.keys.keys().copied()
+    }
+}
+
+/// A pod identity with its labels.
+pub struct Labelled<'a> {
+    pub id: u32,
+    pub labels: &'a BTreeMap<String, String>,
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 mod cluster;
 mod compile;
 pub mod diff;
+mod endpoints;
 pub mod error;
 pub mod identity;
 mod ipcache;
@@ -23,8 +24,9 @@ mod verdict;
 mod tests;
 
 pub use cluster::{AUDIT_ANNOTATION, NAMESPACE_NAME_LABEL};
-pub use compile::{PolicyCompiler, PolicyContext, RULE_ID_UNNAMED};
+pub use compile::{PolicyCompiler, PolicyContext};
 pub use diff::{MapChanges, PolicyDiff};
+pub use endpoints::RULE_ID_UNNAMED;
 pub use error::{PolicyError, Problem};
 pub use plan::{
     Direction, DirectionPolicy, EndpointPolicy, PeerPort, PlanStats, PolicyPlan, RuleIndex, RuleRef,
