@@ -10,7 +10,9 @@
 //!   isolation per direction, audit.
 //! * [`POLICY_CONFIG`]: array with one [`PolicyConfig`]: the revision that
 //!   conntrack entries are compared with, node-wide audit.
-//! * [`EVENTS`]: ring buffer of [`PolicyEvent`].
+//! * [`EVENTS`]: ring buffer of [`PolicyEvent`], rate-limited per CPU
+//!   through [`EVENT_STATE`].
+//! * [`POLICY_DROPS`]: drop counters per policy and direction.
 //!
 //! Addresses and ports are in network byte order, as they sit in packets;
 //! identities and rule ids are native `u32`s.
@@ -147,6 +149,9 @@ pub mod ep_policy_flags {
     pub const INGRESS_HAS_RULES: u16 = 1 << 1;
     /// The same for egress.
     pub const EGRESS_HAS_RULES: u16 = 1 << 2;
+    /// Emit an event for every allowed new flow of this pod (`weirctl
+    /// monitor --pod`), not only sampled ones.
+    pub const EMIT_ALLOWS: u16 = 1 << 3;
 }
 
 /// Value of [`POLICY_ENDPOINTS`], keyed by local pod IP (`u32`, network
@@ -185,8 +190,23 @@ pub struct PolicyConfig {
     /// Policy events per second per CPU; more are counted as lost. 0: no
     /// limit.
     pub events_per_sec: u32,
-    /// Reserved, 0.
-    pub reserved: u32,
+    /// Emit one in this many allowed new flows as an event. 0: none
+    /// (except for pods with [`ep_policy_flags::EMIT_ALLOWS`]).
+    pub allow_sample: u32,
+}
+
+/// Value of [`EVENT_STATE`]`[0]`, per CPU: the rate limiter's window and
+/// the events it refused. Datapath-written; the agent sums `lost` over CPUs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct EventState {
+    /// `bpf_ktime_get_ns()` when the current one-second window began.
+    pub window_start_ns: u64,
+    /// Events sent in the current window.
+    pub sent: u32,
+    pub pad: u32,
+    /// Events dropped by the rate limit or a full ring, ever.
+    pub lost: u64,
 }
 
 /// Values of [`PolicyEvent::kind`].
@@ -250,9 +270,24 @@ pub const POLICY_CONFIG_ENTRIES: u32 = 1;
 /// Verdict events (`BPF_MAP_TYPE_RINGBUF`); the size is in bytes.
 pub const EVENTS: &str = "weir_events_v1";
 pub const EVENTS_BYTES: u32 = 1 << 20;
+/// Per-CPU array with one [`EventState`].
+pub const EVENT_STATE: &str = "weir_event_state_v1";
+pub const EVENT_STATE_ENTRIES: u32 = 1;
+/// Policy drops per isolation rule id (i.e. per policy and direction):
+/// `u32` → `u64`, an LRU per-CPU hash the datapath counts into.
+pub const POLICY_DROPS: &str = "weir_policy_drops_v1";
+pub const POLICY_DROPS_ENTRIES: u32 = 1 << 14;
 
 /// The policy maps, for `maps::ALL` once the object declares them.
-pub const MAPS: [&str; 5] = [IPCACHE, POLICY, POLICY_ENDPOINTS, POLICY_CONFIG, EVENTS];
+pub const MAPS: [&str; 7] = [
+    IPCACHE,
+    POLICY,
+    POLICY_ENDPOINTS,
+    POLICY_CONFIG,
+    EVENTS,
+    EVENT_STATE,
+    POLICY_DROPS,
+];
 
 /// The `prefixlen` and first port of each aligned block covering
 /// `first..=last`, at most 30 blocks (the LPM form of an `endPort` range).
@@ -298,6 +333,8 @@ mod pod_impls {
     unsafe impl aya::Pod for PolicyConfig {}
     // SAFETY: as above.
     unsafe impl aya::Pod for PolicyEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for EventState {}
 }
 
 #[cfg(test)]
@@ -326,6 +363,8 @@ mod tests {
         assert_eq!(offset_of!(PolicyEvent, endpoint), 24);
         assert_eq!(offset_of!(PolicyEvent, orig_daddr), 40);
         assert_eq!(offset_of!(PolicyEvent, kind), 46);
+        assert_eq!(size_of::<EventState>(), 24);
+        assert_eq!(offset_of!(EventState, lost), 16);
     }
 
     #[test]
