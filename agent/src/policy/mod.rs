@@ -29,6 +29,7 @@ pub use diff::{MapChanges, PolicyDiff};
 pub use endpoints::RULE_ID_UNNAMED;
 pub use error::{PolicyError, Problem};
 pub use plan::{
-    Direction, DirectionPolicy, EndpointPolicy, PeerPort, PlanStats, PolicyPlan, RuleIndex, RuleRef,
+    Capacities, Direction, DirectionPolicy, EndpointPolicy, PeerPort, PlanStats, PolicyPlan,
+    RuleIndex, RuleRef,
 };
 pub use verdict::Verdict;

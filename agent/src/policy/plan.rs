@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 
 use ipnetwork::Ipv4Network;
 use weir_common::policy::{
-    IpcacheEntry, IpcacheKey, POLICY_EGRESS, POLICY_INGRESS, POLICY_PREFIX_ANY_PORT,
+    self, IpcacheEntry, IpcacheKey, POLICY_EGRESS, POLICY_INGRESS, POLICY_PREFIX_ANY_PORT,
     POLICY_PREFIX_ANY_PROTO, PolicyEndpoint, PolicyEntry, PolicyKey, ep_policy_flags,
 };
 
@@ -138,6 +138,42 @@ impl PlanStats {
     pub fn map_bytes(&self) -> usize {
         (self.ipcache_entries + self.policy_entries) * LPM_ENTRY_BYTES
             + self.endpoints * HASH_ENTRY_BYTES
+    }
+
+    /// The maps this plan does not fit in: (map name, entries, capacity).
+    /// A writer refuses such a plan rather than half-write it.
+    pub fn over_capacity(&self, capacities: &Capacities) -> Vec<(&'static str, usize, u32)> {
+        [
+            (policy::IPCACHE, self.ipcache_entries, capacities.ipcache),
+            (policy::POLICY, self.policy_entries, capacities.policy),
+            (
+                policy::POLICY_ENDPOINTS,
+                self.endpoints,
+                capacities.endpoints,
+            ),
+        ]
+        .into_iter()
+        .filter(|(_, entries, capacity)| *entries > *capacity as usize)
+        .collect()
+    }
+}
+
+/// `max_entries` of the policy maps, as loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacities {
+    pub ipcache: u32,
+    pub policy: u32,
+    pub endpoints: u32,
+}
+
+impl Default for Capacities {
+    /// The object's defaults.
+    fn default() -> Self {
+        Self {
+            ipcache: policy::IPCACHE_ENTRIES,
+            policy: policy::POLICY_ENTRIES,
+            endpoints: policy::POLICY_ENDPOINTS_ENTRIES,
+        }
     }
 }
 

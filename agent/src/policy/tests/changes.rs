@@ -238,3 +238,18 @@ fn deleted_objects_are_not_left_behind() {
     );
     assert_eq!(diff(&with, &without).endpoints.upserts.len(), 2);
 }
+
+#[test]
+fn a_plan_too_big_for_the_maps_is_named() {
+    let plan = compile(&(model() + &policy("x", "open", "podSelector: {}, ingress: [{}]")));
+    let stats = plan.stats();
+    assert_eq!(stats.over_capacity(&Capacities::default()), vec![]);
+    let tiny = Capacities {
+        policy: 1,
+        ..Capacities::default()
+    };
+    assert_eq!(
+        stats.over_capacity(&tiny),
+        vec![(weir_common::policy::POLICY, 2, 1)]
+    );
+}

@@ -83,7 +83,7 @@ fn scale_1000_pods_200_policies() {
         );
         assert!(stats.endpoints >= 333);
         assert!(stats.ipcache_entries >= 1000 + 3);
-        assert!(stats.policy_entries as u32 <= weir_common::policy::POLICY_ENTRIES);
+        assert_eq!(stats.over_capacity(&Capacities::default()), vec![]);
         // Every namespace has a default deny, so every local pod is
         // isolated for ingress and names it.
         for endpoint in plan.endpoints.values() {
