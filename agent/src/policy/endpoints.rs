@@ -20,12 +20,13 @@ use crate::plan::Protocol;
 /// Rule id used when no id is left (never in practice: 2^32 - 2 ids).
 pub const RULE_ID_UNNAMED: u32 = u32::MAX;
 
-/// A peer's identities, and the pod identities behind it: the destinations
-/// a named egress port resolves on.
 #[derive(Default)]
 struct ResolvedPeer {
+    /// What the policy keys name: pod or CIDR identities.
     identities: Vec<u32>,
-    pods: Vec<u32>,
+    /// The pod identities behind the peer: where a named egress port
+    /// resolves.
+    pod_identities: Vec<u32>,
 }
 
 /// A rule with its peers and ports resolved; shared by every endpoint the
@@ -40,6 +41,9 @@ struct ResolvedRule {
     named: Vec<(String, Protocol)>,
 }
 
+/// Builds local endpoints' policies within one compile, caching what
+/// endpoints share: the policies selecting an identity, resolved peers and
+/// resolved rules.
 pub struct Resolver<'c, 'a> {
     cluster: &'c Cluster<'a>,
     identities: &'c PodIdentities<'a>,
@@ -188,7 +192,7 @@ impl<'c, 'a> Resolver<'c, 'a> {
                 for peer in list {
                     let resolved = self.peer(peer);
                     peers.extend(&resolved.identities);
-                    destinations.extend(&resolved.pods);
+                    destinations.extend(&resolved.pod_identities);
                 }
                 (
                     peers.into_iter().collect(),
@@ -230,7 +234,7 @@ impl<'c, 'a> Resolver<'c, 'a> {
                 let ids = self.pod_identities(namespaces, pods);
                 ResolvedPeer {
                     identities: ids.clone(),
-                    pods: ids,
+                    pod_identities: ids,
                 }
             }
             Peer::Block(block) => {
@@ -243,7 +247,7 @@ impl<'c, 'a> Resolver<'c, 'a> {
                 inside.dedup();
                 ResolvedPeer {
                     identities: self.cidrs.allowed_by(block),
-                    pods: inside,
+                    pod_identities: inside,
                 }
             }
             Peer::Nothing => ResolvedPeer::default(),
