@@ -89,3 +89,18 @@ fn bad_pod_addresses_are_reported_and_the_first_pod_keeps_an_address() {
     );
     assert_eq!(plan.endpoints[&ip(XA)].pod, ObjectName::new("x", "a"));
 }
+
+#[test]
+fn a_rule_whose_only_peer_is_ipv6_allows_nothing_rather_than_everyone() {
+    let plan = compile(
+        &(model()
+            + &policy(
+                "x",
+                "v6",
+                "podSelector: {}, ingress: [{from: [{ipBlock: {cidr: \"fd00::/8\"}}]}]",
+            )),
+    );
+    for peer in PODS.iter().chain(&[OUTSIDE, N2]) {
+        assert!(!allowed(&plan, XA, Ingress, peer, TCP, 80), "{peer}");
+    }
+}

@@ -7,6 +7,7 @@
 mod changes;
 mod errors;
 mod parsers;
+mod reference;
 mod scale;
 mod semantics;
 

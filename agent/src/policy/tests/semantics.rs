@@ -481,3 +481,18 @@ fn audit_comes_from_the_namespace_annotation() {
     );
     assert!(!plan.endpoints[&ip(ZB)].audit);
 }
+
+#[test]
+fn host_network_and_finished_pods_are_not_endpoints_or_peers() {
+    let host_network = pod("x", "hn", "pod: a", "n1", N1, true, &[]).replace(
+        "spec:\n  nodeName: n1",
+        "spec:\n  hostNetwork: true\n  nodeName: n1",
+    );
+    let done = pod("x", "done", "pod: a", "n1", "10.244.1.77", true, &[])
+        .replace("phase: Running", "phase: Succeeded");
+    let plan = compile(&(model() + &host_network + &done));
+    assert_eq!(plan.lookup_ip(ip(N1)).identity, identity::HOST);
+    assert!(!plan.endpoints.contains_key(&ip("10.244.1.77")));
+    assert_eq!(plan.lookup_ip(ip("10.244.1.77")).identity, identity::WORLD);
+    assert_eq!(plan.endpoints.len(), 3);
+}
