@@ -3,7 +3,7 @@
 use std::fmt;
 use std::net::Ipv4Addr;
 
-use crate::k8s::ObjectKey;
+use crate::k8s::{ObjectKey, ObjectWarning};
 
 /// One problem in one object. The rest of the object, and every other
 /// object, still compiles; see [`super`] for what a bad part turns into.
@@ -22,6 +22,16 @@ impl PolicyError {
             path: path.into(),
             problem,
         }
+    }
+}
+
+impl From<&PolicyError> for ObjectWarning {
+    /// For the daemon's per-object warning log, next to the Service ones.
+    fn from(error: &PolicyError) -> Self {
+        ObjectWarning::new(
+            error.object.clone(),
+            format!("{}: {}", error.path, error.problem),
+        )
     }
 }
 

@@ -33,6 +33,8 @@ fn bad_parts_are_reported_per_policy_and_fail_closed() {
         );
     let plan = PolicyCompiler::new().compile(&snapshot(&yaml), &ctx());
     let errors: Vec<String> = plan.errors.iter().map(ToString::to_string).collect();
+    let warning = crate::k8s::ObjectWarning::from(&plan.errors[0]);
+    assert_eq!(warning.to_string(), errors[0], "the same text as a warning");
     let expected = [
         "NetworkPolicy x/bad-cidr: spec.ingress[0].from[0].ipBlock.cidr: invalid CIDR \"10.0.0/8\"",
         "NetworkPolicy x/bad-except: spec.ingress[0].from[0].ipBlock.except[0]: except 10.1.0.0/24 is not a strict subset of cidr 10.0.0.0/16",
