@@ -19,25 +19,44 @@ pub const METRICS_PORT: u16 = 9962;
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A `weir-agent` in standalone mode on one node. Killed (SIGKILL) on drop.
+///
+/// The one way the lab, the demo, the benchmarks and the agent's daemon
+/// tests run the agent.
 #[derive(Debug)]
 pub struct Agent {
     node: Node,
     manifests: PathBuf,
     args: Vec<String>,
+    /// `RUST_LOG` of the process.
+    log_level: String,
     child: Option<Child>,
     log: PathBuf,
+    /// When the process was last spawned.
+    spawned: Instant,
 }
 
 impl Agent {
     /// Starts `weir-agent --manifests DIR --node-name <node> --bpffs
     /// <node bpffs dir> --state-dir <node agent dir> ARGS...` in the node.
     pub fn start(node: &Node, manifests: &Path, args: &[String]) -> Result<Agent> {
+        Self::start_with_log_level(node, manifests, args, "info")
+    }
+
+    /// Like [`Agent::start`] with `RUST_LOG=<log_level>` (`info` there).
+    pub fn start_with_log_level(
+        node: &Node,
+        manifests: &Path,
+        args: &[String],
+        log_level: &str,
+    ) -> Result<Agent> {
         let mut agent = Agent {
             node: node.clone(),
             manifests: manifests.to_path_buf(),
             args: args.to_vec(),
+            log_level: log_level.to_string(),
             child: None,
             log: node.dir().join("agent.log"),
+            spawned: Instant::now(),
         };
         agent.spawn()?;
         Ok(agent)
@@ -50,6 +69,7 @@ impl Agent {
             .append(true)
             .open(&self.log)
             .with_context(|| format!("opening {}", self.log.display()))?;
+        self.spawned = Instant::now();
         let child = self
             .node
             .netns()
@@ -62,7 +82,7 @@ impl Agent {
             .arg("--state-dir")
             .arg(self.node.agent_dir())
             .args(&self.args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", &self.log_level)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -82,6 +102,11 @@ impl Agent {
         &self.args
     }
 
+    /// When the process was last spawned (by [`Agent::start`] or a restart).
+    pub fn spawned(&self) -> Instant {
+        self.spawned
+    }
+
     /// Pid of the running agent.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
@@ -93,6 +118,23 @@ impl Agent {
             Some(Ok(None)) => true,
             Some(Ok(Some(_)) | Err(_)) | None => false,
         }
+    }
+
+    /// An error naming the exit status, with the log's last lines, when the
+    /// process has exited on its own (not after [`Agent::kill`] or
+    /// [`Agent::terminate`]).
+    pub fn check_alive(&mut self) -> Result<()> {
+        if let Some(child) = self.child.as_mut()
+            && let Ok(Some(status)) = child.try_wait()
+        {
+            self.child = None;
+            bail!(
+                "weir-agent on {} exited ({status}); log tail:\n{}",
+                self.node.name(),
+                self.log_tail(20)
+            );
+        }
+        Ok(())
     }
 
     /// `kill -9` and reap.
@@ -170,8 +212,14 @@ impl Agent {
     /// Waits until `/readyz` answers 200; an error with the log when the
     /// agent exits or is not ready within [`READY_TIMEOUT`].
     pub fn wait_ready(&mut self) -> Result<Duration> {
+        self.wait_ready_within(READY_TIMEOUT)
+    }
+
+    /// Like [`Agent::wait_ready`], at most `limit`; returns how long it
+    /// waited.
+    pub fn wait_ready_within(&mut self, limit: Duration) -> Result<Duration> {
         let start = Instant::now();
-        while start.elapsed() < READY_TIMEOUT {
+        while start.elapsed() < limit {
             if !self.is_running() {
                 bail!(
                     "the agent on {} exited before it was ready; its log:\n{}",
@@ -182,10 +230,10 @@ impl Agent {
             if self.ready() {
                 return Ok(start.elapsed());
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(10));
         }
         bail!(
-            "the agent on {} was not ready within {READY_TIMEOUT:?}; its log:\n{}",
+            "the agent on {} was not ready within {limit:?}; its log:\n{}",
             self.node.name(),
             self.log_tail(60)
         )

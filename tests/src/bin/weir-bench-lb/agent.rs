@@ -1,26 +1,20 @@
 //! The real `weir-agent` in a lab node (standalone mode, its own pin root and state dir), and
 //! read access to the service maps it pins, to see exactly when a change is in the datapath.
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::net::Ipv4Addr;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use aya::maps::{HashMap, Map, MapData};
 use weir_common::lb::{Lb4Backend, Lb4Key, Lb4Service, SCOPE_EXTERNAL};
 use weir_common::maps as names;
 use weir_lab::Node;
 
-/// The agent's HTTP port (its default; every node has its own netns).
-const HTTP_PORT: u16 = 9962;
-
-/// A running agent; killed (and reaped) on drop.
+/// The lab's agent ([`weir_lab::cluster::agent::Agent`]) as the benchmarks run it: quiet
+/// (`RUST_LOG=warn`), timed from its spawn. Killed (and reaped) on drop.
 pub struct Agent {
-    node: Node,
-    child: Option<Child>,
-    log: PathBuf,
+    inner: weir_lab::cluster::agent::Agent,
     /// When the process was spawned.
     pub spawned: Instant,
 }
@@ -28,100 +22,40 @@ pub struct Agent {
 impl Agent {
     /// Starts `weir-agent --manifests DIR --node-name <node>` inside the node's netns.
     pub fn start(node: &Node, manifests: &Path) -> Result<Agent> {
-        let exe = weir_lab::try_bin_path("weir-agent")?;
-        let log = node.dir().join("agent.log");
-        let log_file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .with_context(|| format!("opening {}", log.display()))?;
-        let spawned = Instant::now();
-        let child = node
-            .netns()
-            .command(&exe)
-            .arg("--manifests")
-            .arg(manifests)
-            .args(["--node-name", node.name()])
-            .arg("--bpffs")
-            .arg(node.bpffs_dir())
-            .arg("--state-dir")
-            .arg(node.agent_dir())
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .with_context(|| format!("starting {} in {}", exe.display(), node.name()))?;
+        let inner =
+            weir_lab::cluster::agent::Agent::start_with_log_level(node, manifests, &[], "warn")?;
         Ok(Agent {
-            node: node.clone(),
-            child: Some(child),
-            log,
-            spawned,
+            spawned: inner.spawned(),
+            inner,
         })
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
+        self.inner.pid().unwrap_or(0)
     }
 
     /// An error with the log's tail when the agent has exited.
     pub fn check_alive(&mut self) -> Result<()> {
-        if let Some(child) = self.child.as_mut()
-            && let Ok(Some(status)) = child.try_wait()
-        {
-            self.child = None;
-            bail!(
-                "weir-agent on {} exited ({status}); log tail:\n{}",
-                self.node.name(),
-                self.log_tail()
-            );
-        }
-        Ok(())
+        self.inner.check_alive()
     }
 
     /// Waits until `/readyz` answers 200 (the first full sync is done); returns the time since
     /// spawn.
     pub fn wait_ready(&mut self, limit: Duration) -> Result<Duration> {
-        let deadline = Instant::now() + limit;
-        loop {
-            self.check_alive()?;
-            if matches!(self.get("/readyz"), Some((200, _))) {
-                return Ok(self.spawned.elapsed());
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "weir-agent on {} not ready after {limit:?}; log tail:\n{}",
-                    self.node.name(),
-                    self.log_tail()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        self.inner.wait_ready_within(limit)?;
+        Ok(self.spawned.elapsed())
     }
 
     /// `GET path` on the agent's HTTP port from inside its netns: (status, body).
     pub fn get(&self, path: &str) -> Option<(u16, String)> {
-        let path = path.to_string();
-        self.node
-            .netns()
-            .enter(move || http_get(Ipv4Addr::LOCALHOST, HTTP_PORT, &path))
-            .ok()
-            .flatten()
-    }
-
-    /// The value of the unlabelled sample `name` in `/metrics`.
-    pub fn metric(&self, name: &str) -> Option<f64> {
-        let (_, body) = self.get("/metrics")?;
-        body.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-            .and_then(|v| v.trim().parse().ok())
+        self.inner.get(path)
     }
 
     /// `weir_sync_duration_seconds` (sum, count) so far.
     pub fn sync_totals(&self) -> Option<(f64, f64)> {
         Some((
-            self.metric("weir_sync_duration_seconds_sum")?,
-            self.metric("weir_sync_duration_seconds_count")?,
+            self.inner.metric("weir_sync_duration_seconds_sum")?,
+            self.inner.metric("weir_sync_duration_seconds_count")?,
         ))
     }
 
@@ -137,40 +71,10 @@ impl Agent {
             .with_context(|| format!("no VmHWM in {path}"))
     }
 
+    /// The last 20 lines of the agent's log.
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        self.inner.log_tail(20)
     }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// A minimal HTTP/1.1 GET; `None` when nothing answers.
-fn http_get(addr: Ipv4Addr, port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream =
-        TcpStream::connect_timeout(&(addr, port).into(), Duration::from_secs(1)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).ok()?;
-    let status = answer.split(' ').nth(1)?.parse().ok()?;
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Some((status, body))
 }
 
 /// The agent's pinned service and backend maps, opened read-only by pin path.
