@@ -5,18 +5,14 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use aya::programs::{SchedClassifier, TcAttachType};
 use serde_json::Value;
-pub use weir_lab::cluster::agent::http_get;
-use weir_lab::{CniCall, CniOutput, Lab, Node, Pod, bin_path};
-
-/// The agent's HTTP port (its default; each node has its own netns).
-pub const METRICS_PORT: u16 = 9962;
+use weir_lab::cluster::agent::Agent as LabAgent;
+use weir_lab::{CniCall, CniOutput, Lab, Node, Pod};
 
 pub fn require_root() {
     assert!(
@@ -130,15 +126,10 @@ pub fn has_program(names: &[String], full: &str) -> bool {
     names.iter().any(|n| n == full || n == short)
 }
 
-/// A `weir-agent` process in a lab node. Killed on drop; its log is
-/// printed when the test is failing.
-pub struct Agent {
-    node: Node,
-    manifests: PathBuf,
-    child: Option<Child>,
-    log: PathBuf,
-    extra: Vec<String>,
-}
+/// A `weir-agent` process in a lab node: the lab's
+/// [`weir_lab::cluster::agent::Agent`] with the panicking API these tests
+/// use. Killed on drop; its log is printed when the test is failing.
+pub struct Agent(LabAgent);
 
 impl Agent {
     /// Starts the agent on `node` in standalone mode.
@@ -147,123 +138,56 @@ impl Agent {
     }
 
     pub fn start_with(node: &Node, manifests: &Path, extra: &[&str]) -> Agent {
-        let mut agent = Agent {
-            node: node.clone(),
-            manifests: manifests.to_path_buf(),
-            child: None,
-            log: node.dir().join("agent.log"),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-        };
-        agent.spawn();
-        agent
-    }
-
-    fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let child = self
-            .node
-            .netns()
-            .command(bin_path("weir-agent"))
-            .arg("--manifests")
-            .arg(&self.manifests)
-            .args(["--node-name", self.node.name()])
-            .arg("--bpffs")
-            .arg(self.node.bpffs_dir())
-            .arg("--state-dir")
-            .arg(self.node.agent_dir())
-            .args(&self.extra)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
+        let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        Agent(LabAgent::start(node, manifests, &args).unwrap())
     }
 
     /// Starts it again after [`Agent::terminate`] or [`Agent::kill`].
     pub fn restart(&mut self) {
-        assert!(self.child.is_none(), "the agent is still running");
-        self.spawn();
+        self.0.restart().unwrap();
     }
 
     pub fn pid(&self) -> i32 {
-        self.child.as_ref().unwrap().id() as i32
+        self.0.pid().unwrap() as i32
     }
 
     /// SIGTERM, then waits (at most 30 s) for the exit.
     pub fn terminate(&mut self) -> ExitStatus {
-        let pid = nix::unistd::Pid::from_raw(self.pid());
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-        self.wait(Duration::from_secs(30))
+        self.0.terminate().unwrap()
     }
 
     /// SIGKILL, then reaps it.
     pub fn kill(&mut self) {
-        let mut child = self.child.take().unwrap();
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
-
-    fn wait(&mut self, limit: Duration) -> ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            let child = self.child.as_mut().unwrap();
-            if let Some(status) = child.try_wait().unwrap() {
-                self.child = None;
-                return status;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "the agent did not exit within {limit:?}\n{}",
-                    self.log_text()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.0.kill().unwrap();
     }
 
     /// The agent's log so far.
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.0.log_text()
     }
 
     /// `GET path` on the agent's HTTP port, from inside the node's netns:
     /// (status, body); `None` when nothing listens yet.
     pub fn get(&self, path: &str) -> Option<(u16, String)> {
-        let path = path.to_string();
-        self.node
-            .netns()
-            .enter(move || http_get(Ipv4Addr::LOCALHOST, METRICS_PORT, &path))
-            .unwrap()
+        self.0.get(path)
     }
 
     /// Waits (at most 30 s) until `/readyz` answers 200.
     pub fn wait_ready(&self) {
-        self.wait_for("/readyz 200", |a| {
-            matches!(a.get("/readyz"), Some((200, _)))
-        });
+        self.wait_for("/readyz 200", |a| a.0.ready());
     }
 
     /// The value of the sample `name{labels}` (as written) in /metrics.
     pub fn metric(&self, sample: &str) -> Option<f64> {
-        let (_, body) = self.get("/metrics")?;
-        body.lines()
-            .find(|l| l.starts_with(sample) && l[sample.len()..].starts_with(' '))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
+        self.0.metric(sample)
     }
 
     /// Polls `f` every 20 ms for at most 30 s; panics with the log.
     pub fn wait_for(&self, what: &str, f: impl Fn(&Agent) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if let Some(child) = self.child.as_ref()
-                && let Ok(Some(status)) = nix_wait_check(child)
+            if let Some(pid) = self.0.pid()
+                && let Some(status) = exited(pid)
             {
                 panic!(
                     "the agent exited ({status}) while waiting for {what}\n{}",
@@ -279,28 +203,22 @@ impl Agent {
     }
 }
 
-/// Whether the child has exited, without reaping it.
-fn nix_wait_check(child: &Child) -> std::io::Result<Option<String>> {
-    let path = format!("/proc/{}/stat", child.id());
-    match std::fs::read_to_string(path) {
-        Ok(stat) if stat.split(") ").nth(1).is_some_and(|s| s.starts_with('Z')) => {
-            Ok(Some("zombie".into()))
-        }
-        Ok(_) => Ok(None),
-        Err(_) => Ok(Some("gone".into())),
+/// Whether the child `pid` has exited, without reaping it.
+fn exited(pid: u32) -> Option<&'static str> {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) if stat.split(") ").nth(1).is_some_and(|s| s.starts_with('Z')) => Some("zombie"),
+        Ok(_) => None,
+        Err(_) => Some("gone"),
     }
 }
 
 impl Drop for Agent {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        // The lab's agent kills the process when it drops, after this.
         if std::thread::panicking() {
             eprintln!(
                 "---- weir-agent log ({}) ----\n{}",
-                self.node.name(),
+                self.0.node().name(),
                 self.log_text()
             );
         }
