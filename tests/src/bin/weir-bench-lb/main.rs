@@ -132,7 +132,7 @@ fn run(options: &RunOptions) -> Result<()> {
         bail!("the load-balancing benchmarks need root (BPF, network namespaces)");
     }
     let started = Instant::now();
-    let machine = report::Machine::probe();
+    let machine = report::machine();
     let mut results = report::Results::default();
 
     if options.parts.contains(&Part::Datapath) {
