@@ -65,9 +65,9 @@ pub struct Timing {
 impl Default for Timing {
     fn default() -> Self {
         Self {
-            // The manifest watcher already waits for writers to settle
-            // (20-100 ms); this only merges what arrives together.
-            source_window: Duration::from_millis(10),
+            // The manifest watcher already waits for writers to settle;
+            // this only merges what arrives together.
+            source_window: Duration::from_millis(1),
             registration_window: Duration::from_millis(5),
             tick: Duration::from_secs(1),
             stats_every: Duration::from_secs(5),

@@ -11,7 +11,7 @@
 //! and ConfigMap-style symlink swaps all show.
 
 use std::collections::{BTreeMap, HashMap};
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -215,31 +215,59 @@ impl DirLoader {
         };
         let mut changed = self.generation == 0 || listing.len() != self.files.len();
         let mut files = BTreeMap::new();
+        let mut stale = Vec::new();
         for (name, (path, stamp)) in listing {
-            let cached = self.files.remove(&name).filter(|c| c.stamp == stamp);
-            let entry = match cached {
-                Some(c) => c,
-                None => {
-                    changed = true;
-                    let parsed = match &stamp {
-                        Stamp::Ok(_) => read_file(&path),
-                        Stamp::Err(e) => unreadable(&path, e.clone()),
-                    };
-                    CachedFile {
-                        parsed: Arc::new(parsed),
-                        path,
-                        stamp,
-                    }
+            match self.files.remove(&name).filter(|c| c.stamp == stamp) {
+                Some(cached) => {
+                    files.insert(name, cached);
                 }
-            };
-            files.insert(name, entry);
+                None => stale.push((name, path, stamp)),
+            }
         }
+        changed |= !stale.is_empty();
+        files.extend(read_all(stale));
         // Whatever is left in the old cache was deleted.
         changed |= !self.files.is_empty();
         self.files = files;
         if !changed {
             return Poll::Unchanged;
         }
+        self.publish()
+    }
+
+    /// Re-checks only the named files (as inotify reported them): cheaper
+    /// than [`Self::poll`] in a large directory. Names that are not
+    /// manifest files are ignored; a file gone is dropped.
+    pub fn poll_names(&mut self, names: &[OsString]) -> Poll {
+        if self.generation == 0 {
+            return self.poll();
+        }
+        let mut changed = false;
+        let mut stale = Vec::new();
+        for name in names {
+            let path = self.dir.join(name);
+            if !is_manifest_name(name, &path) {
+                continue;
+            }
+            match stamp_of(&path) {
+                None => changed |= self.files.remove(name).is_some(),
+                Some(stamp) => {
+                    if self.files.get(name).is_none_or(|c| c.stamp != stamp) {
+                        stale.push((name.clone(), path, stamp));
+                    }
+                }
+            }
+        }
+        changed |= !stale.is_empty();
+        self.files.extend(read_all(stale));
+        if !changed {
+            return Poll::Unchanged;
+        }
+        self.publish()
+    }
+
+    /// A set from the cached files, as a new generation.
+    fn publish(&mut self) -> Poll {
         self.generation += 1;
         let (snapshot, errors) = assemble(
             self.files
@@ -268,26 +296,106 @@ impl DirLoader {
         for entry in std::fs::read_dir(&self.dir)? {
             let entry = entry?;
             let name = entry.file_name();
-            if name.as_encoded_bytes().starts_with(b".") {
-                continue;
-            }
             let path = entry.path();
-            if Format::of(&path).is_none() {
+            if !is_manifest_name(&name, &path) {
                 continue;
             }
-            // Through symlinks; a file that vanished since the listing (or
-            // a dangling link) is simply not there.
-            let stamp = match std::fs::metadata(&path) {
-                Ok(meta) if meta.is_file() => Stamp::Ok(Fingerprint::of(&meta)),
-                Ok(_) => continue,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => Stamp::Err(e.to_string()),
-            };
-            listing.insert(name, (path, stamp));
+            if let Some(stamp) = stamp_of(&path) {
+                listing.insert(name, (path, stamp));
+            }
         }
         self.dir_identity = Some((dir_meta.dev(), dir_meta.ino()));
         Ok(listing)
     }
+}
+
+/// `*.yaml`, `*.yml` or `*.json`, not hidden.
+fn is_manifest_name(name: &OsStr, path: &Path) -> bool {
+    !name.as_encoded_bytes().starts_with(b".") && Format::of(path).is_some()
+}
+
+/// The fingerprint of a regular file, through symlinks; `None` when it is
+/// not there (vanished since the listing, a dangling link) or not a file.
+fn stamp_of(path: &Path) -> Option<Stamp> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => Some(Stamp::Ok(Fingerprint::of(&meta))),
+        Ok(_) => None,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => Some(Stamp::Err(e.to_string())),
+    }
+}
+
+/// Files read together: beyond this many the work is split across threads
+/// (a first load of 10k files is CPU-bound parsing).
+const PARALLEL_FILES: usize = 64;
+
+/// Reads and parses files, on up to `available_parallelism` threads when
+/// there are many.
+fn read_all(stale: Vec<(OsString, PathBuf, Stamp)>) -> Vec<(OsString, CachedFile)> {
+    let read = |(name, path, stamp): (OsString, PathBuf, Stamp)| {
+        let parsed = match &stamp {
+            Stamp::Ok(_) => read_file(&path),
+            Stamp::Err(e) => unreadable(&path, e.clone()),
+        };
+        let cached = CachedFile {
+            parsed: Arc::new(parsed),
+            path,
+            stamp,
+        };
+        (name, cached)
+    };
+    if stale.len() < PARALLEL_FILES {
+        return stale.into_iter().map(read).collect();
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    let chunk_len = stale.len().div_ceil(threads);
+    let mut chunks: Vec<Vec<_>> = Vec::new();
+    let mut rest = stale.into_iter();
+    loop {
+        let chunk: Vec<_> = rest.by_ref().take(chunk_len).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        chunks.push(chunk);
+    }
+    let read = &read;
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| {
+                // Names kept aside: a worker that panics (the parsers are
+                // proptested panic-free) still leaves its files reported.
+                let names: Vec<(OsString, PathBuf)> = chunk
+                    .iter()
+                    .map(|(n, p, _)| (n.clone(), p.clone()))
+                    .collect();
+                (
+                    names,
+                    scope.spawn(move || chunk.into_iter().map(read).collect::<Vec<_>>()),
+                )
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|(names, worker)| {
+                worker.join().unwrap_or_else(|_| {
+                    names
+                        .into_iter()
+                        .map(|(name, path)| {
+                            let parsed =
+                                unreadable(&path, "internal error: the parser failed".into());
+                            let cached = CachedFile {
+                                parsed: Arc::new(parsed),
+                                path,
+                                stamp: Stamp::Err("parser failed".into()),
+                            };
+                            (name, cached)
+                        })
+                        .collect()
+                })
+            })
+            .collect()
+    })
 }
 
 /// Reads and parses one file; a read failure becomes the file's error.
@@ -306,5 +414,77 @@ fn unreadable(path: &Path, error: String) -> ParsedFile {
             reason: Reason::Read(error),
         }],
         ..ParsedFile::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn service(name: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: d}}\n\
+             spec: {{clusterIP: 10.96.0.1, ports: [{{port: 80}}]}}\n"
+        )
+    }
+
+    fn set(poll: Poll) -> ManifestSet {
+        match poll {
+            Poll::Changed(set) => set,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn polling_named_files_matches_a_full_poll() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for i in 0..3 {
+            std::fs::write(d.join(format!("s{i}.yaml")), service(&format!("s{i}"))).unwrap();
+        }
+        let mut loader = DirLoader::new(d);
+        assert_eq!(set(loader.poll()).snapshot.services.len(), 3);
+
+        std::fs::write(d.join("s1.yaml"), service("renamed")).unwrap();
+        std::fs::remove_file(d.join("s2.yaml")).unwrap();
+        std::fs::write(d.join("s3.yaml"), service("s3")).unwrap();
+        std::fs::write(d.join(".hidden.yaml"), service("hidden")).unwrap();
+        let names: Vec<OsString> = ["s1.yaml", "s2.yaml", "s3.yaml", ".hidden.yaml", "x.txt"]
+            .map(OsString::from)
+            .to_vec();
+        let by_name = set(loader.poll_names(&names));
+        assert!(matches!(loader.poll_names(&names), Poll::Unchanged));
+        assert!(matches!(loader.poll(), Poll::Unchanged));
+
+        let full = set(DirLoader::new(d).poll());
+        assert_eq!(by_name.snapshot, full.snapshot);
+        assert_eq!(by_name.files, 3);
+        let services: Vec<&str> = full
+            .snapshot
+            .services
+            .keys()
+            .map(|n| n.name.as_str())
+            .collect();
+        assert_eq!(services, ["renamed", "s0", "s3"]);
+    }
+
+    #[test]
+    fn many_files_are_read_in_parallel_with_the_same_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for i in 0..PARALLEL_FILES * 2 + 1 {
+            std::fs::write(
+                d.join(format!("s{i:03}.yaml")),
+                service(&format!("s{i:03}")),
+            )
+            .unwrap();
+        }
+        std::fs::write(d.join("bad.yaml"), "kind: [").unwrap();
+        let set = set(DirLoader::new(d).poll());
+        assert_eq!(set.snapshot.services.len(), PARALLEL_FILES * 2 + 1);
+        assert_eq!(set.files, PARALLEL_FILES * 2 + 2);
+        assert_eq!(set.errors.len(), 1);
+        assert!(set.errors[0].path.ends_with("bad.yaml"));
     }
 }

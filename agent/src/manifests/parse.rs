@@ -169,8 +169,13 @@ fn in_parallel<T: Send>(
     items: Vec<T>,
     work: impl Fn(Vec<T>) -> ParsedFile + Sync,
 ) -> ParsedFile {
+    // Checked first: available_parallelism reads cgroup files, which costs
+    // more than parsing a small file.
+    if items.len() < PARALLEL_UNITS {
+        return work(items);
+    }
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_THREADS));
-    if threads < 2 || items.len() < PARALLEL_UNITS {
+    if threads < 2 {
         return work(items);
     }
     let chunk_len = items.len().div_ceil(threads);

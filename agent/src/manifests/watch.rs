@@ -2,8 +2,9 @@
 //!
 //! Two triggers, one code path. inotify (through `notify`) on the directory
 //! and on its parent wakes the watcher at once; after a short quiet period
-//! (editors and `kubectl`-style writers touch files several times) it
-//! re-polls the [`DirLoader`], which re-reads only changed files. A timer
+//! (editors and `kubectl`-style writers touch files several times; a file
+//! renamed into place or closed after writing needs none) it re-checks the
+//! files the events named, and re-reads those that changed. A timer
 //! re-polls every `poll_interval` as well, which covers what inotify
 //! cannot see: a directory replaced under its path (re-armed on the next
 //! poll), a symlinked directory swapped, network and overlay filesystems,
@@ -14,6 +15,8 @@
 //! stall the async runtime) and publishes through a
 //! `tokio::sync::watch` channel, which keeps only the latest set.
 
+use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,6 +24,7 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind, RenameMode};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::watch;
 
@@ -32,6 +36,9 @@ pub struct WatchConfig {
     pub poll_interval: Duration,
     /// After an inotify event, wait until none came for this long...
     pub quiet: Duration,
+    /// ...or only this long once every file named was written completely
+    /// (renamed into place, closed after writing, removed).
+    pub quiet_finished: Duration,
     /// ...but no longer than this.
     pub max_delay: Duration,
     /// Use inotify for prompt wake-ups; off, changes are seen by polling
@@ -44,6 +51,7 @@ impl Default for WatchConfig {
         Self {
             poll_interval: Duration::from_millis(250),
             quiet: Duration::from_millis(20),
+            quiet_finished: Duration::from_millis(2),
             max_delay: Duration::from_millis(100),
             inotify: true,
         }
@@ -51,8 +59,19 @@ impl Default for WatchConfig {
 }
 
 enum Wake {
-    Fs,
+    /// Files of the directory changed: their names, or `None` when
+    /// anything may have (the directory itself, a rescan, an error).
+    Fs(Option<Vec<Touched>>),
     Stop,
+}
+
+/// A file an event named, and whether that event finished a write: a
+/// rename into place, a close after writing, a removal. Once every named
+/// file is finished there is no writer to wait for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Touched {
+    name: OsString,
+    finished: bool,
 }
 
 /// Handle of the watcher thread; dropping it stops the thread.
@@ -92,17 +111,9 @@ impl ManifestWatcher {
         let fs_wake = wake.clone();
         let event_dir = dir.clone();
         let inotify = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            let relevant = match &event {
-                Ok(e) => {
-                    e.need_rescan()
-                        || e.paths.is_empty()
-                        || e.paths.iter().any(|p| p.starts_with(&event_dir))
-                }
-                Err(_) => true,
-            };
-            if relevant {
+            if let Some(wake) = wake_for(&event_dir, event) {
                 // The watcher thread may be gone already; nothing to do then.
-                let _ = fs_wake.send(Wake::Fs);
+                let _ = fs_wake.send(wake);
             }
         });
         let inotify = match inotify {
@@ -157,6 +168,54 @@ impl Drop for ManifestWatcher {
     }
 }
 
+/// What an inotify event asks of the watcher thread: nothing (hidden
+/// files, such as atomic writers' temporaries, and other entries of the
+/// parent), a look at the files it names, or a full poll.
+fn wake_for(dir: &Path, event: notify::Result<notify::Event>) -> Option<Wake> {
+    let Ok(event) = event else {
+        return Some(Wake::Fs(None));
+    };
+    if event.need_rescan() || event.paths.is_empty() {
+        return Some(Wake::Fs(None));
+    }
+    let finished = matches!(
+        event.kind,
+        EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
+            | EventKind::Access(AccessKind::Close(AccessMode::Write))
+            | EventKind::Remove(_)
+    );
+    let mut names = Vec::new();
+    for path in &event.paths {
+        if path == dir || dir.starts_with(path) {
+            // The directory itself (or a parent on the way) moved or went.
+            return Some(Wake::Fs(None));
+        }
+        match (path.parent(), path.file_name()) {
+            (Some(parent), Some(name)) if parent == dir => {
+                let bytes = name.as_encoded_bytes();
+                if bytes.starts_with(b"..") {
+                    // A ConfigMap volume swapping its `..data` link: the
+                    // visible files change through it.
+                    return Some(Wake::Fs(None));
+                }
+                if !bytes.starts_with(b".") {
+                    names.push(Touched {
+                        name: name.to_os_string(),
+                        finished,
+                    });
+                }
+            }
+            _ if path.starts_with(dir) => return Some(Wake::Fs(None)),
+            _ => {}
+        }
+    }
+    (!names.is_empty()).then_some(Wake::Fs(Some(names)))
+}
+
+fn finished_by_name(touched: Vec<Touched>) -> BTreeMap<OsString, bool> {
+    touched.into_iter().map(|t| (t.name, t.finished)).collect()
+}
+
 struct WatchState {
     loader: DirLoader,
     inotify: Option<RecommendedWatcher>,
@@ -170,39 +229,65 @@ struct WatchState {
 
 impl WatchState {
     fn run(mut self, wakes: mpsc::Receiver<Wake>) {
+        let mut next_full = Instant::now() + self.config.poll_interval;
         loop {
-            match wakes.recv_timeout(self.config.poll_interval) {
+            let left = next_full.saturating_duration_since(Instant::now());
+            let names = match wakes.recv_timeout(left) {
                 Ok(Wake::Stop) | Err(RecvTimeoutError::Disconnected) => return,
-                Ok(Wake::Fs) => {
-                    if !self.settle(&wakes) {
-                        return;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {}
+                Ok(Wake::Fs(names)) => match self.settle(&wakes, names) {
+                    Some(names) => names,
+                    None => return,
+                },
+                Err(RecvTimeoutError::Timeout) => None,
+            };
+            if names.is_none() {
+                next_full = Instant::now() + self.config.poll_interval;
             }
-            self.poll();
+            self.poll(names.as_deref());
         }
     }
 
-    /// Waits for a quiet moment after an event; false when told to stop.
-    fn settle(&self, wakes: &mpsc::Receiver<Wake>) -> bool {
+    /// Waits for a quiet moment after an event, merging the names of what
+    /// changed meanwhile (`None`: poll everything); `None` when told to
+    /// stop.
+    fn settle(
+        &self,
+        wakes: &mpsc::Receiver<Wake>,
+        touched: Option<Vec<Touched>>,
+    ) -> Option<Option<Vec<OsString>>> {
         let deadline = Instant::now() + self.config.max_delay;
+        // The latest event per name decides whether a writer may be busy.
+        let mut names: Option<BTreeMap<OsString, bool>> = touched.map(finished_by_name);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return true;
+                break;
             }
-            match wakes.recv_timeout(self.config.quiet.min(left)) {
-                Ok(Wake::Fs) => {}
-                Ok(Wake::Stop) | Err(RecvTimeoutError::Disconnected) => return false,
-                Err(RecvTimeoutError::Timeout) => return true,
+            let all_finished = names.as_ref().is_some_and(|n| n.values().all(|f| *f));
+            let quiet = if all_finished {
+                self.config.quiet_finished
+            } else {
+                self.config.quiet
+            };
+            match wakes.recv_timeout(quiet.min(left)) {
+                Ok(Wake::Fs(more)) => match (names.as_mut(), more) {
+                    (Some(names), Some(more)) => names.extend(finished_by_name(more)),
+                    _ => names = None,
+                },
+                Ok(Wake::Stop) | Err(RecvTimeoutError::Disconnected) => return None,
+                Err(RecvTimeoutError::Timeout) => break,
             }
         }
+        Some(names.map(|n| n.into_keys().collect()))
     }
 
-    fn poll(&mut self) {
+    /// Re-reads what changed: the named files, or everything.
+    fn poll(&mut self, names: Option<&[OsString]>) {
         let started = Instant::now();
-        let outcome = self.loader.poll();
+        let outcome = match names {
+            Some(names) => self.loader.poll_names(names),
+            None => self.loader.poll(),
+        };
         // Re-armed before publishing, so a change made right after a
         // reader saw the new set is not missed by inotify.
         if self.loader.dir_identity() != self.armed {
@@ -216,6 +301,7 @@ impl WatchState {
                     dir = %self.loader.dir().display(),
                     generation = set.generation,
                     files = set.files,
+                    full = names.is_none(),
                     objects = set.snapshot.counts().total(),
                     errors = set.errors.len(),
                     elapsed_ms = started.elapsed().as_millis() as u64,
@@ -254,5 +340,80 @@ impl WatchState {
         } else {
             None
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use notify::event::{CreateKind, DataChange, RemoveKind};
+    use notify::{Event, EventKind};
+
+    use super::*;
+
+    fn wake(kind: EventKind, paths: &[&str]) -> Option<Wake> {
+        let mut event = Event::new(kind);
+        for p in paths {
+            event = event.add_path(PathBuf::from(p));
+        }
+        wake_for(Path::new("/m"), Ok(event))
+    }
+
+    fn touched(name: &str, finished: bool) -> Touched {
+        Touched {
+            name: name.into(),
+            finished,
+        }
+    }
+
+    fn names(wake: Option<Wake>) -> Option<Option<Vec<Touched>>> {
+        match wake {
+            Some(Wake::Fs(names)) => Some(names),
+            Some(Wake::Stop) => panic!("a stop"),
+            None => None,
+        }
+    }
+
+    #[test]
+    fn events_name_the_files_and_whether_their_write_finished() {
+        let rename = EventKind::Modify(ModifyKind::Name(RenameMode::Both));
+        assert_eq!(
+            names(wake(rename, &["/m/.a.yaml.tmp", "/m/a.yaml"])),
+            Some(Some(vec![touched("a.yaml", true)])),
+            "an atomic write: the temporary is not looked at"
+        );
+        let data = EventKind::Modify(ModifyKind::Data(DataChange::Any));
+        assert_eq!(
+            names(wake(data, &["/m/a.yaml"])),
+            Some(Some(vec![touched("a.yaml", false)]))
+        );
+        let close = EventKind::Access(AccessKind::Close(AccessMode::Write));
+        assert_eq!(
+            names(wake(close, &["/m/a.yaml"])),
+            Some(Some(vec![touched("a.yaml", true)]))
+        );
+        let removed = EventKind::Remove(RemoveKind::File);
+        assert_eq!(
+            names(wake(removed, &["/m/a.yaml"])),
+            Some(Some(vec![touched("a.yaml", true)]))
+        );
+    }
+
+    #[test]
+    fn hidden_files_and_siblings_are_ignored_the_directory_itself_polls_all() {
+        let created = EventKind::Create(CreateKind::File);
+        assert_eq!(names(wake(created, &["/m/.a.yaml.tmp"])), None);
+        assert_eq!(names(wake(created, &["/other/a.yaml"])), None);
+        assert_eq!(names(wake(created, &["/m"])), Some(None));
+        assert_eq!(names(wake(created, &["/"])), Some(None));
+        assert_eq!(
+            names(wake(created, &["/m/..data"])),
+            Some(None),
+            "a ConfigMap volume swapping its data"
+        );
+        assert_eq!(names(wake(created, &["/m/sub/a.yaml"])), Some(None));
+        assert_eq!(
+            names(wake_for(Path::new("/m"), Err(notify::Error::generic("x")))),
+            Some(None)
+        );
     }
 }
