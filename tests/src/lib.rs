@@ -93,6 +93,7 @@ pub mod cluster;
 pub mod cni;
 pub mod lab;
 pub mod netns;
+pub mod netpol;
 pub mod pod;
 mod process;
 pub mod runtimes;
