@@ -81,7 +81,11 @@ fn without_policies_the_whole_matrix_is_reachable() {
                 .service(service.clone())
                 .label_namespace("y", &[("team", "blue")])
                 .label_pod(PodId::new("x", "c"), &[("pod", "b")]),
-            Step::new("service kept, labels back", Reachability::all()).service(service),
+            Step::new("service kept, labels back", Reachability::all())
+                .service(service)
+                // UDP flows opened before the change, on one node and across.
+                .flow(PodId::new("x", "a"), PodId::new("x", "c"), 80, true)
+                .flow(PodId::new("y", "a"), PodId::new("z", "a"), 81, true),
         ],
     };
     lab.run_case(&case).unwrap();

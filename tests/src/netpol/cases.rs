@@ -63,7 +63,24 @@ pub struct Step {
     pub namespace_labels: Vec<(&'static str, BTreeMap<String, String>)>,
     /// Services, probed through their VIP from every other pod.
     pub services: Vec<ServiceCheck>,
+    /// UDP flows opened before this step is applied (under the previous
+    /// step's state, which must allow them) and used again after it.
+    pub flows: Vec<FlowCheck>,
     pub expected: Reachability,
+}
+
+/// A long-running UDP flow (one socket, one source port, so one conntrack
+/// entry) across a change: `alive` = it is still answered after the step
+/// is applied. A change re-checks established flows (issue 4: a flow that
+/// is no longer allowed stops within 1 s), so `alive` must equal the
+/// step's own cell for it; the unit test checks that, and that the
+/// previous step allowed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowCheck {
+    pub from: PodId,
+    pub to: PodId,
+    pub port: u16,
+    pub alive: bool,
 }
 
 impl Step {
@@ -74,8 +91,21 @@ impl Step {
             pod_labels: Vec::new(),
             namespace_labels: Vec::new(),
             services: Vec::new(),
+            flows: Vec::new(),
             expected,
         }
+    }
+
+    /// A UDP flow from `from` to `to:port` opened before this step, which
+    /// must (`alive`) or must not be answered after it.
+    pub fn flow(mut self, from: PodId, to: PodId, port: u16, alive: bool) -> Step {
+        self.flows.push(FlowCheck {
+            from,
+            to,
+            port,
+            alive,
+        });
+        self
     }
 
     pub fn policy(mut self, policy: Value) -> Step {
@@ -230,6 +260,10 @@ fn deny_egress(ns: &str) -> Value {
 
 fn pod(ns: &'static str, name: &'static str) -> Peer {
     Peer::Pod(ns, name)
+}
+
+fn id(ns: &str, name: &str) -> PodId {
+    PodId::new(ns, name)
 }
 
 fn xa() -> Peer {
@@ -777,7 +811,7 @@ pub fn all_cases(model: &Model) -> Vec<Case> {
                 "to-y-a",
                 json!([{"to": [{"namespaceSelector": ns_sel("y"), "podSelector": pod_sel("a")}]}]),
             ))
-            .service(web_yb(Peer::not(Peer::Ns("x")))),
+            .service(web_yb(Peer::except(Peer::Ns("x")))),
         ],
     });
     cases.push(Case {
@@ -796,7 +830,7 @@ pub fn all_cases(model: &Model) -> Vec<Case> {
                 "to-service-range",
                 json!([{"to": [{"ipBlock": {"cidr": "10.96.0.0/12"}}]}]),
             ))
-            .service(web_yb(Peer::not(Peer::Ns("x")))),
+            .service(web_yb(Peer::except(Peer::Ns("x")))),
         ],
     });
     cases.push(Case {
@@ -830,6 +864,8 @@ pub fn all_cases(model: &Model) -> Vec<Case> {
                 "the same policy now allows from y",
                 all().only_ingress(Peer::Ns("x"), Peer::Ns("y"), On::ALL),
             )
+            // A flow between y and z, untouched by either version.
+            .flow(id("y", "a"), id("z", "b"), 80, true)
             .policy(network_policy(
                 "x",
                 "deny-ingress",
@@ -838,13 +874,18 @@ pub fn all_cases(model: &Model) -> Vec<Case> {
             Step::new("and narrows to TCP 81", {
                 all().only_ingress(Peer::Ns("x"), Peer::Ns("y"), On::tcp(81))
             })
+            // Allowed when opened (step 1 allows all of y on every port),
+            // no longer allowed: the established flows must stop.
+            .flow(id("y", "a"), id("x", "a"), 80, false)
+            .flow(id("y", "c"), id("x", "b"), 81, false)
+            .flow(id("z", "a"), id("y", "b"), 81, true)
             .policy(network_policy(
                 "x",
                 "deny-ingress",
                 json!({"podSelector": {}, "ingress": [{"from": [{"namespaceSelector": ns_sel("y")}],
                                                        "ports": [{"port": 81, "protocol": "TCP"}]}]}),
             )),
-            Step::new("policy removed", all()),
+            Step::new("policy removed", all()).flow(id("x", "a"), id("y", "b"), 80, true),
         ],
     });
     cases.push(Case {
@@ -910,7 +951,11 @@ pub fn all_cases(model: &Model) -> Vec<Case> {
                 "deny-a",
                 json!({"podSelector": pod_sel("a"), "policyTypes": ["Ingress"]}),
             ))
-            .label_pod(PodId::new("x", "b"), &[("pod", "a")]),
+            .label_pod(PodId::new("x", "b"), &[("pod", "a")])
+            // x/b becomes isolated: a flow into it established before stops;
+            // one into x/c (still pod=c) goes on.
+            .flow(id("y", "a"), id("x", "b"), 80, false)
+            .flow(id("y", "a"), id("x", "c"), 80, true),
             Step::new("x/a relabelled pod=z, x/b back to pod=b", all())
                 .policy(network_policy(
                     "x",

@@ -21,19 +21,19 @@
 //! step's NetworkPolicies.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use super::cases::{Case, ServiceCheck, Step};
+use super::cases::{Case, FlowCheck, ServiceCheck, Step};
 use super::table::{Cell, Observed, PORT_PROTOS, Reachability, compare, render};
 use super::{Model, ModelNode, NAMESPACES, POD_COUNT, PodId, namespace_object};
-use crate::cluster::{Cluster, SYNC_DEADLINE, poll};
+use crate::cluster::{Cluster, SYNC_DEADLINE, UdpFlow, poll};
 use crate::pod::Pod;
-use crate::workload::{ProbeResult, Proto, ServeGuard};
+use crate::workload::{ProbeOutcome, ProbeResult, Proto, ServeGuard};
 
 /// Per-probe timeout (ms) of [`NetpolLab::check`]: long enough for a
 /// first packet that waits on ARP, short enough that a denied matrix
@@ -318,11 +318,17 @@ impl NetpolLab {
         })
     }
 
-    /// Runs every step of `case` (apply, then check), then resets the lab.
+    /// Runs every step of `case` (open its flows, apply, check the flows
+    /// and the matrix), then resets the lab.
     pub fn run_case(&mut self, case: &Case) -> Result<()> {
         for (i, step) in case.steps.iter().enumerate() {
+            let flows = self
+                .open_flows(&step.flows)
+                .with_context(|| format!("case {} step {i} ({})", case.name, step.what))?;
             let took = self
                 .apply(step)
+                .with_context(|| format!("case {} step {i} ({})", case.name, step.what))?;
+            self.check_flows(&step.flows, &flows)
                 .with_context(|| format!("case {} step {i} ({})", case.name, step.what))?;
             println!(
                 "case {} step {i} ({}): agents synced after {took:?}",
@@ -333,6 +339,63 @@ impl NetpolLab {
         }
         self.reset()
             .with_context(|| format!("resetting after case {}", case.name))?;
+        Ok(())
+    }
+
+    /// Opens each flow (a connected UDP socket in the client pod) and
+    /// checks the target answers it now.
+    fn open_flows(&self, checks: &[FlowCheck]) -> Result<Vec<UdpFlow>> {
+        let timeout = Duration::from_millis(self.probe_timeout_ms);
+        checks
+            .iter()
+            .map(|f| {
+                let dst = SocketAddrV4::new(self.model.pod_ip(f.to), f.port);
+                let flow = UdpFlow::open(self.pod(f.from).netns(), dst, timeout)?;
+                let (outcome, reply) = flow.request();
+                if outcome != ProbeOutcome::Connected || reply != f.to.to_string() {
+                    bail!(
+                        "flow {} -> {}:{}/udp is not answered before the step: {outcome} {reply:?}",
+                        f.from,
+                        f.to,
+                        f.port
+                    );
+                }
+                Ok(flow)
+            })
+            .collect()
+    }
+
+    /// Uses each flow again: answered iff `alive`.
+    fn check_flows(&self, checks: &[FlowCheck], flows: &[UdpFlow]) -> Result<()> {
+        let mut bad = Vec::new();
+        for (f, flow) in checks.iter().zip(flows) {
+            let (outcome, reply) = flow.request();
+            let cell = Cell {
+                outcome,
+                reply,
+                detail: None,
+            };
+            if !cell.agrees(f.alive, f.to) {
+                bad.push(format!(
+                    "  flow {} -> {}:{}/udp: expected {}, observed {} {:?}",
+                    f.from,
+                    f.to,
+                    f.port,
+                    if f.alive { "answered" } else { "stopped" },
+                    cell.outcome,
+                    cell.reply
+                ));
+            }
+        }
+        if !bad.is_empty() {
+            bail!("established flows across the change:\n{}", bad.join("\n"));
+        }
+        if !checks.is_empty() {
+            println!(
+                "{} established flows checked across the change",
+                checks.len()
+            );
+        }
         Ok(())
     }
 

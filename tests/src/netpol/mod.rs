@@ -41,7 +41,7 @@ use serde_json::{Value, json};
 use crate::cluster::objects::PodSpec;
 use crate::workload::Proto;
 
-pub use cases::{Case, ServiceCheck, Step};
+pub use cases::{Case, FlowCheck, ServiceCheck, Step};
 pub use harness::NetpolLab;
 pub use table::{
     Cell, Mismatch, Observed, On, PORT_PROTOS, Peer, Reachability, compare, render, render_expected,

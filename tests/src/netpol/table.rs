@@ -45,7 +45,7 @@ pub enum Peer {
 }
 
 impl Peer {
-    pub fn not(peer: Peer) -> Peer {
+    pub fn except(peer: Peer) -> Peer {
         Peer::Not(Box::new(peer))
     }
 

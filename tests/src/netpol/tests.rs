@@ -92,8 +92,8 @@ fn builders_set_the_cells_they_name_and_keep_loopback() {
     assert!(!both.get(id("x", "a"), id("z", "a"), 0));
     assert!(both.get(id("z", "a"), id("x", "a"), 0));
 
-    assert!(Peer::not(Peer::Named("a")).matches(id("y", "b")));
-    assert!(!Peer::not(Peer::Named("a")).matches(id("y", "a")));
+    assert!(Peer::except(Peer::Named("a")).matches(id("y", "b")));
+    assert!(!Peer::except(Peer::Named("a")).matches(id("y", "a")));
     assert!(Peer::AnyOf(vec![Peer::Pod("x", "a"), Peer::Ns("z")]).matches(id("z", "c")));
 }
 
@@ -306,6 +306,11 @@ fn the_cases_cover_issue_4() {
             .any(|c| c.steps.iter().any(|s| !s.namespace_labels.is_empty()))
     );
     assert!(cases.iter().any(|c| c.steps.len() > 2), "policy updates");
+    let flows: Vec<_> = cases
+        .iter()
+        .flat_map(|c| c.steps.iter().flat_map(|s| s.flows.iter()))
+        .collect();
+    assert!(flows.iter().any(|f| f.alive) && flows.iter().any(|f| !f.alive));
     // No case is the trivial table by accident, except the ones that say so.
     for case in &cases {
         for step in &case.steps {
@@ -359,6 +364,22 @@ fn every_case_agrees_with_the_reference_decision() {
                             ));
                         }
                     }
+                }
+            }
+            for flow in &step.flows {
+                let i = super::table::port_proto_index(flow.port, Proto::Udp).unwrap();
+                let before = match s.checked_sub(1) {
+                    Some(p) => case.steps[p].expected.get(flow.from, flow.to, i),
+                    None => true,
+                };
+                let now = step.expected.get(flow.from, flow.to, i);
+                let reference = reference(&model, &plans, flow.from, flow.to, i);
+                if !before || flow.alive != now || flow.alive != reference {
+                    bad.push(format!(
+                        "    flow {} -> {} {}/udp: allowed when opened {before}, alive {}, \
+                         table {now}, reference {reference}",
+                        flow.from, flow.to, flow.port, flow.alive
+                    ));
                 }
             }
             if !bad.is_empty() {
