@@ -18,6 +18,9 @@ use weir_common::{
     metrics::MetricValue,
 };
 
+#[path = "maps_batch.rs"]
+mod batch;
+
 use super::{
     ct_gc,
     error::{DatapathError, DatapathResult},
@@ -82,6 +85,75 @@ impl Maps {
     }
 }
 
+/// Ops that can share a batch: same map, both puts or both deletes.
+fn same_kind(a: &Op, b: &Op) -> bool {
+    std::mem::discriminant(a) == std::mem::discriminant(b)
+}
+
+impl Maps {
+    /// One run of [`same_kind`] ops.
+    fn execute_run(&mut self, run: &[Op]) -> Vec<io::Result<()>> {
+        match run.first() {
+            Some(Op::PutService { .. }) => batch::put(
+                &mut self.services,
+                &pick(run, |op| match op {
+                    Op::PutService { key, value } => Some((*key, *value)),
+                    _ => None,
+                }),
+            ),
+            Some(Op::PutBackend { .. }) => batch::put(
+                &mut self.backends,
+                &pick(run, |op| match op {
+                    Op::PutBackend { id, value } => Some((*id, *value)),
+                    _ => None,
+                }),
+            ),
+            Some(Op::PutRevNat { .. }) => batch::put(
+                &mut self.revnat,
+                &pick(run, |op| match op {
+                    Op::PutRevNat { index, value } => Some((*index, *value)),
+                    _ => None,
+                }),
+            ),
+            Some(Op::DelBackend { .. }) => batch::delete(
+                &mut self.backends,
+                &pick(run, |op| match op {
+                    Op::DelBackend { id } => Some(*id),
+                    _ => None,
+                }),
+            ),
+            Some(Op::PutMaglev { .. }) => batch::put(
+                &mut self.maglev,
+                &pick(run, |op| match op {
+                    Op::PutMaglev { key, backend_id } => Some((*key, *backend_id)),
+                    _ => None,
+                }),
+            ),
+            Some(Op::DelService { .. }) => batch::delete(
+                &mut self.services,
+                &pick(run, |op| match op {
+                    Op::DelService { key } => Some(*key),
+                    _ => None,
+                }),
+            ),
+            Some(Op::DelMaglev { .. }) => batch::delete(
+                &mut self.maglev,
+                &pick(run, |op| match op {
+                    Op::DelMaglev { key } => Some(*key),
+                    _ => None,
+                }),
+            ),
+            // Rare (rev-NAT deletes wait for the conntrack GC): one by one.
+            _ => run.iter().map(|op| self.execute(op)).collect(),
+        }
+    }
+}
+
+/// The payloads of a run of one kind of op.
+fn pick<T>(run: &[Op], payload: impl Fn(&Op) -> Option<T>) -> Vec<T> {
+    run.iter().filter_map(payload).collect()
+}
+
 fn syscall_error(e: MapError) -> io::Error {
     match e {
         MapError::SyscallError(s) => s.io_error,
@@ -97,6 +169,16 @@ fn ignore_missing(result: Result<(), MapError>) -> io::Result<()> {
 }
 
 impl LbStore for Maps {
+    /// Runs of puts (or deletes) to one map go to the kernel as batches: a
+    /// first sync of 10k services writes ~220k entries.
+    fn execute_batch(&mut self, ops: &[Op]) -> Vec<io::Result<()>> {
+        let mut results = Vec::with_capacity(ops.len());
+        for run in ops.chunk_by(same_kind) {
+            results.extend(self.execute_run(run));
+        }
+        results
+    }
+
     fn execute(&mut self, op: &Op) -> io::Result<()> {
         match op {
             Op::PutBackend { id, value } => {

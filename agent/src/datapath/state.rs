@@ -60,6 +60,13 @@ impl Op {
 /// Executes map writes. A delete of a missing key succeeds.
 pub trait LbStore {
     fn execute(&mut self, op: &Op) -> io::Result<()>;
+
+    /// Executes `ops` in order, each succeeding or failing on its own; one
+    /// result per op. Stores that can write many entries per syscall
+    /// override this.
+    fn execute_batch(&mut self, ops: &[Op]) -> Vec<io::Result<()>> {
+        ops.iter().map(|op| self.execute(op)).collect()
+    }
 }
 
 impl LbState {

@@ -336,18 +336,16 @@ impl Writer {
 
     /// Runs a frontend's writes: the head only when every `pre` write
     /// succeeded (so its count never covers a missing slot), the shrink
-    /// deletes only after the head. Returns whether all succeeded.
+    /// deletes only after the head. Returns whether all succeeded. One
+    /// frontend at a time, so a nearly full map still takes whole
+    /// frontends; its slots go in one batch.
     fn execute_frontend(
         &mut self,
         store: &mut dyn LbStore,
         ops: &FrontendOps,
         run: &mut Run,
     ) -> bool {
-        let mut ok = true;
-        for op in &ops.pre {
-            ok &= self.execute(store, op, run);
-        }
-        if !ok {
+        if !self.execute_all(store, &ops.pre, run).iter().all(|ok| *ok) {
             return false;
         }
         if let Some(head) = &ops.head
@@ -355,20 +353,31 @@ impl Writer {
         {
             return false;
         }
-        for op in &ops.post {
-            ok &= self.execute(store, op, run);
-        }
-        ok
+        self.execute_all(store, &ops.post, run).iter().all(|ok| *ok)
     }
 
-    fn execute_all(&mut self, store: &mut dyn LbStore, ops: &[Op], run: &mut Run) {
-        for op in ops {
-            self.execute(store, op, run);
-        }
+    /// Runs `ops` in order as one batch (a store may need fewer syscalls);
+    /// returns which succeeded.
+    fn execute_all(&mut self, store: &mut dyn LbStore, ops: &[Op], run: &mut Run) -> Vec<bool> {
+        let mut results = store.execute_batch(ops).into_iter();
+        ops.iter()
+            .map(|op| {
+                let result = results
+                    .next()
+                    .unwrap_or_else(|| Err(io::Error::other("not executed")));
+                self.settle_op(op, result, run)
+            })
+            .collect()
     }
 
     fn execute(&mut self, store: &mut dyn LbStore, op: &Op, run: &mut Run) -> bool {
-        match store.execute(op) {
+        let result = store.execute(op);
+        self.settle_op(op, result, run)
+    }
+
+    /// Mirrors a write that succeeded; counts either outcome.
+    fn settle_op(&mut self, op: &Op, result: io::Result<()>, run: &mut Run) -> bool {
+        match result {
             Ok(()) => {
                 self.state.record(op);
                 if op.is_delete() {
