@@ -3,7 +3,7 @@
 //! `--bpffs`). The agent process lives in the node's netns, so interface
 //! indices and attachments here are the node's.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::ffi::CStr;
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -11,6 +11,7 @@ use std::path::Path;
 use tracing::{info, warn};
 use weir_common::endpoint::{EndpointInfo, ep_flags};
 
+use super::bpf_walks::PinnedWalks;
 use super::seams::{self, ApplyStats, DatapathStats, GcStats, MapFill, PacketCount};
 use crate::datapath::{self as dp, LoadOptions};
 use crate::plan::DesiredState;
@@ -196,6 +197,31 @@ impl seams::Datapath for BpfDatapath {
                 .collect(),
             ct_entries: m.last_gc.as_ref().map(|g| g.entries),
         })
+    }
+
+    fn walks(&self) -> anyhow::Result<Option<Box<dyn seams::Walks>>> {
+        let mirrored = self.mirrored_fill().into_iter().map(|f| f.name).collect();
+        let walks = PinnedWalks::open(self.inner.pins(), self.inner.map_specs(), mirrored)?;
+        Ok(Some(Box::new(walks)))
+    }
+
+    fn mirrored_fill(&self) -> Vec<MapFill> {
+        let specs = self.inner.map_specs();
+        self.inner
+            .writer()
+            .state()
+            .entry_counts()
+            .into_iter()
+            .map(|(name, entries)| MapFill {
+                name: name.to_string(),
+                entries,
+                capacity: specs.get(name).map_or(0, |s| u64::from(s.max_entries)),
+            })
+            .collect()
+    }
+
+    fn release_rev_nat(&mut self, referenced: &HashSet<u16>) -> u64 {
+        self.inner.release_rev_nat(referenced)
     }
 
     fn collect_garbage(&mut self) -> anyhow::Result<GcStats> {

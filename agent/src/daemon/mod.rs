@@ -12,11 +12,13 @@
 //! and attachment left in place. A second signal exits at once.
 
 pub mod bpf;
+mod bpf_walks;
 pub mod cluster;
 pub mod config;
 pub mod reconciler;
 pub mod seams;
 pub mod source;
+pub mod walker;
 
 use std::net::Ipv4Addr;
 use std::os::unix::fs::DirBuilderExt;

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, error, info, warn};
 
 use super::seams::{Datapath, LinkTable, RouteSync, SnapshotHolder, Source, SourceView};
+use super::walker::{Walked, Walker};
 use crate::http::Health;
 use crate::k8s::{ObjectName, ObjectWarning};
 use crate::metrics::{Metrics, Programmed, SyncRecord};
@@ -86,6 +87,8 @@ enum Wake {
     Request(Option<Box<Registration>>),
     Flush,
     Tick,
+    /// A walk's result (`None`: the walker thread is gone).
+    Walked(Option<Walked>),
 }
 
 /// A registration accepted and waiting for the sync that programs it.
@@ -130,6 +133,10 @@ pub struct Reconciler<D, L, R> {
     next_stats: Instant,
     next_gc: Instant,
     next_routes: Instant,
+    /// The periodic map walks, off the loop once the first sync is done
+    /// (if the datapath offers them); else `housekeeping` runs them.
+    walker: Option<Walker>,
+    walked: Option<mpsc::UnboundedReceiver<Walked>>,
 }
 
 impl<D: Datapath, L: LinkTable, R: RouteSync> Reconciler<D, L, R> {
@@ -165,6 +172,8 @@ impl<D: Datapath, L: LinkTable, R: RouteSync> Reconciler<D, L, R> {
             next_stats: now,
             next_gc: now + timing.gc_every,
             next_routes: now + timing.routes_every,
+            walker: None,
+            walked: None,
         }
     }
 
@@ -250,6 +259,7 @@ impl<D: Datapath, L: LinkTable, R: RouteSync> Reconciler<D, L, R> {
                 open = source.changed(), if source_open => Wake::Source(open),
                 request = requests.recv(), if requests_open => Wake::Request(request.map(Box::new)),
                 () = sleep_until(flush_at), if flush_at.is_some() => Wake::Flush,
+                walked = next_walked(&mut self.walked), if self.walked.is_some() => Wake::Walked(walked),
                 _ = tick.tick() => Wake::Tick,
             };
             match wake {
@@ -266,6 +276,7 @@ impl<D: Datapath, L: LinkTable, R: RouteSync> Reconciler<D, L, R> {
                 Wake::Request(None) => requests_open = false,
                 Wake::Flush => self.sync().await,
                 Wake::Tick => self.housekeeping().await,
+                Wake::Walked(walked) => self.take_walked(walked),
             }
         }
         info!("stopping: finishing accepted work");
@@ -562,6 +573,7 @@ impl<D: Datapath, L: LinkTable, R: RouteSync> Reconciler<D, L, R> {
                     // Counters and a first CT count right away.
                     self.next_stats = Instant::now();
                     self.next_gc = Instant::now();
+                    self.start_walker();
                     info!("ready: first full sync done");
                 }
             }
@@ -644,10 +656,61 @@ impl<D: Datapath, L: LinkTable, R: RouteSync> Reconciler<D, L, R> {
         self.warnings = now;
     }
 
+    /// Moves the periodic map walks to their own thread, when the
+    /// datapath can hand them over.
+    fn start_walker(&mut self) {
+        let walks = match self.datapath.walks() {
+            Ok(Some(walks)) => walks,
+            Ok(None) => return,
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "map walks stay on the main loop");
+                return;
+            }
+        };
+        let (report, walked) = mpsc::unbounded_channel();
+        match Walker::start(walks, self.timing.stats_every, self.timing.gc_every, report) {
+            Ok(walker) => {
+                self.walker = Some(walker);
+                self.walked = Some(walked);
+            }
+            Err(e) => warn!(error = %e, "map walks stay on the main loop"),
+        }
+    }
+
+    /// Publishes what the walker found; a GC pass also releases the
+    /// reverse-NAT entries nothing names any more (the writer's part).
+    fn take_walked(&mut self, walked: Option<Walked>) {
+        match walked {
+            Some(Walked::Stats(mut stats)) => {
+                stats.maps.extend(self.datapath.mirrored_fill());
+                stats.maps.sort_by(|a, b| a.name.cmp(&b.name));
+                self.ctx.metrics.set_datapath(stats);
+            }
+            Some(Walked::Gc(pass)) => {
+                self.ctx.metrics.add_gc_expired(pass.stats.expired);
+                let released = pass.referenced_rev_nat.map_or(0, |referenced| {
+                    blocking(|| self.datapath.release_rev_nat(&referenced))
+                });
+                debug!(
+                    scanned = pass.stats.scanned,
+                    expired = pass.stats.expired,
+                    rev_nat_released = released,
+                    "conntrack GC"
+                );
+            }
+            None => {
+                warn!("the map walker stopped; the main loop walks the maps again");
+                self.walker = None;
+                self.walked = None;
+            }
+        }
+    }
+
     async fn housekeeping(&mut self) {
         let now = Instant::now();
+        let walks_here = self.applied_once && self.walker.is_none();
         // GC first: the stats report the CT count of the last pass.
-        if self.applied_once && now >= self.next_gc {
+        if walks_here && now >= self.next_gc {
             self.next_gc = now + self.timing.gc_every;
             match blocking(|| self.datapath.collect_garbage()) {
                 Ok(gc) => {
@@ -657,7 +720,7 @@ impl<D: Datapath, L: LinkTable, R: RouteSync> Reconciler<D, L, R> {
                 Err(e) => warn!(error = %format!("{e:#}"), "conntrack GC failed"),
             }
         }
-        if self.applied_once && now >= self.next_stats {
+        if walks_here && now >= self.next_stats {
             self.next_stats = now + self.timing.stats_every;
             match blocking(|| self.datapath.stats()) {
                 Ok(stats) => self.ctx.metrics.set_datapath(stats),
@@ -678,6 +741,13 @@ fn display_name(name: &ObjectName) -> String {
         name.name.clone()
     } else {
         format!("{}/{}", name.namespace, name.name)
+    }
+}
+
+async fn next_walked(walked: &mut Option<mpsc::UnboundedReceiver<Walked>>) -> Option<Walked> {
+    match walked {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

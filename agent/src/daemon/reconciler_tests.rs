@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::*;
-use crate::daemon::seams::{ApplyStats, DatapathStats, SourceView};
+use crate::daemon::seams::{ApplyStats, DatapathStats, GcStats, MapFill, SourceView};
 use crate::http::Health;
 use crate::k8s::test_support::snapshot;
 use crate::plan::DesiredState;
@@ -23,6 +23,8 @@ struct DpLog {
     applied: Vec<DesiredState>,
     fail_attach: bool,
     fail_apply: bool,
+    /// Offer the periodic walks to a thread of their own.
+    walks_off_loop: bool,
 }
 
 #[derive(Clone, Default)]
@@ -68,7 +70,59 @@ impl Datapath for FakeDatapath {
         Ok(ApplyStats::default())
     }
     fn stats(&mut self) -> anyhow::Result<DatapathStats> {
+        self.0
+            .lock()
+            .unwrap()
+            .calls
+            .push("stats on the loop".into());
         Ok(DatapathStats::default())
+    }
+    fn walks(&self) -> anyhow::Result<Option<Box<dyn crate::daemon::seams::Walks>>> {
+        let off = self.0.lock().unwrap().walks_off_loop;
+        Ok(off.then(|| Box::new(FakeWalks) as Box<dyn crate::daemon::seams::Walks>))
+    }
+    fn mirrored_fill(&self) -> Vec<MapFill> {
+        vec![fill("mirrored", 2)]
+    }
+    fn release_rev_nat(&mut self, referenced: &std::collections::HashSet<u16>) -> u64 {
+        let mut ids: Vec<u16> = referenced.iter().copied().collect();
+        ids.sort_unstable();
+        self.0
+            .lock()
+            .unwrap()
+            .calls
+            .push(format!("release except {ids:?}"));
+        1
+    }
+}
+
+fn fill(name: &str, entries: u64) -> MapFill {
+    MapFill {
+        name: name.into(),
+        entries,
+        capacity: 10,
+    }
+}
+
+/// Walks that find one map and a conntrack table naming rev-NAT index 3.
+struct FakeWalks;
+
+impl crate::daemon::seams::Walks for FakeWalks {
+    fn stats(&mut self) -> anyhow::Result<DatapathStats> {
+        Ok(DatapathStats {
+            maps: vec![fill("walked", 4)],
+            ct_entries: Some(5),
+            ..DatapathStats::default()
+        })
+    }
+    fn gc(&mut self) -> anyhow::Result<crate::daemon::walker::GcPass> {
+        Ok(crate::daemon::walker::GcPass {
+            stats: GcStats {
+                scanned: 5,
+                expired: 2,
+            },
+            referenced_rev_nat: Some([3].into()),
+        })
     }
 }
 
@@ -604,6 +658,44 @@ async fn a_registration_whose_client_left_is_undone() {
             .metrics
             .render()
             .contains("weir_endpoints_registered 0")
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn map_walks_run_off_the_loop_and_their_results_reach_the_metrics() {
+    let mut h = Harness::start(view(true), |dp, _, _| {
+        dp.0.lock().unwrap().walks_off_loop = true;
+    })
+    .await;
+    h.until("a GC pass handed back", |h| {
+        h.calls().contains(&"release except [3]".to_string())
+    })
+    .await;
+    h.until("counters published", |h| {
+        h.ctx.metrics.render().contains("weir_ct_entries 5")
+    })
+    .await;
+    let text = h.ctx.metrics.render();
+    assert!(
+        text.contains("weir_map_entries{map=\"walked\"} 4"),
+        "{text}"
+    );
+    assert!(
+        text.contains("weir_map_entries{map=\"mirrored\"} 2"),
+        "{text}"
+    );
+    let expired: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("weir_ct_gc_expired_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(expired >= 2.0, "{text}");
+    assert!(
+        !h.calls().contains(&"stats on the loop".to_string()),
+        "{:?}",
+        h.calls()
     );
     h.stop().await;
 }

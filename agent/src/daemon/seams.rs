@@ -2,7 +2,7 @@
 //! (BPF maps and program attachments) and the object sources. The daemon
 //! talks only to these traits, so its logic runs in tests with fakes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -13,6 +13,8 @@ use crate::plan::{DesiredState, NodeRoute};
 use crate::registry::EndpointRecord;
 use crate::registry::rebuild::LiveLink;
 use crate::routes::RouteReport;
+
+pub use super::walker::Walks;
 
 /// What one [`Datapath::apply`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -90,6 +92,26 @@ pub trait Datapath: Send {
     /// One conntrack GC pass; datapaths without one do nothing.
     fn collect_garbage(&mut self) -> anyhow::Result<GcStats> {
         Ok(GcStats::default())
+    }
+
+    /// The periodic walks ([`Self::stats`], [`Self::collect_garbage`]) as
+    /// a job for another thread, with handles of its own. `None`: the main
+    /// loop calls those two itself.
+    fn walks(&self) -> anyhow::Result<Option<Box<dyn Walks>>> {
+        Ok(None)
+    }
+
+    /// Fill levels the loop knows without a walk (maps the writer
+    /// mirrors); [`Self::walks`] leaves those out.
+    fn mirrored_fill(&self) -> Vec<MapFill> {
+        Vec::new()
+    }
+
+    /// The loop's share of a GC pass done by [`Self::walks`]: deletes the
+    /// reverse-NAT entries that neither a frontend nor a live flow
+    /// (`referenced`) names. Returns how many went.
+    fn release_rev_nat(&mut self, _referenced: &HashSet<u16>) -> u64 {
+        0
     }
 }
 

@@ -7,7 +7,7 @@
 //! writer starts from what the maps hold.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashSet},
     fs::File,
     net::Ipv4Addr,
     path::{Path, PathBuf},
@@ -328,6 +328,13 @@ impl Datapath {
         }
         self.last_gc = Some(stats.clone());
         Ok(stats)
+    }
+
+    /// The writer's share of a conntrack GC pass run elsewhere (on handles
+    /// of its own): reverse-NAT entries that neither a frontend nor a flow
+    /// in `referenced` names are deleted. Returns how many.
+    pub fn release_rev_nat(&mut self, referenced: &HashSet<u16>) -> u64 {
+        self.writer.release_rev_nat(&mut self.maps, referenced)
     }
 
     // --- endpoints and node config ---------------------------------------
