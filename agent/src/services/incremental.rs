@@ -8,7 +8,9 @@
 //! NodePort addresses) and the plan context — invalidates them all.
 //! Merging the shares (sorting, conflicts, routes) is redone every time: it
 //! is cheap next to endpoint selection and keeps the result identical to
-//! [`compute_plan`](super::compute_plan).
+//! [`compute_plan`](super::compute_plan). A new input to a Service's share
+//! needs a place in [`dirty_services`] (and in the property test's object
+//! variants).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
