@@ -264,6 +264,14 @@ pub fn run(opts: &Options) -> Result<Results> {
             targets: vec![vip],
         });
     }
+    // Netfilter costs per packet as soon as a table hooks in (conntrack even
+    // more), and a table is created by merely listing it with iptables. The
+    // backend, direct and weir nodes must have none, or the comparison is off.
+    let mut clean: Vec<&Node> = vec![backend_node, lab.node(2)];
+    clean.extend((0..opts.services.len()).map(|j| lab.node(3 + per_n * j)));
+    for node in clean {
+        assert_no_netfilter(node)?;
+    }
     let direct_targets: Vec<SocketAddr> = backend_ips
         .iter()
         .map(|ip| SocketAddr::from((*ip, BACKEND_PORT)))
@@ -318,17 +326,24 @@ pub fn run(opts: &Options) -> Result<Results> {
                         .context("no client for a mechanism")?;
                     (&client.pod, client.targets.as_slice())
                 };
+                let cpu_before: Vec<f64> = agents.iter().map(agent_cpu_secs).collect();
                 let report = loadgen(&exe, pod, targets, opts.seconds, opts.concurrency, 300)?;
+                let agent_ms: Vec<String> = agents
+                    .iter()
+                    .zip(&cpu_before)
+                    .map(|(a, before)| format!("{:.0}", (agent_cpu_secs(a) - before) * 1e3))
+                    .collect();
                 done += 1;
                 println!(
-                    "e2e: round {}/{} [{done}/{total}] {:<20} {n:>6} services: {:>8.0} conn/s  p50 {:>6.0} us  p99 {:>6.0} us  errors {}",
+                    "e2e: round {}/{} [{done}/{total}] {:<20} {n:>6} services: {:>8.0} conn/s  p50 {:>6.0} us  p99 {:>6.0} us  errors {}  (agents' CPU ms {})",
                     round + 1,
                     opts.rounds,
                     mechanism.label(),
                     report.rate,
                     report.p50_us,
                     report.p99_us,
-                    report.errors
+                    report.errors,
+                    agent_ms.join("/")
                 );
                 results.samples.push(Sample {
                     mechanism,
@@ -501,4 +516,45 @@ fn tool_version(tool: &str, flag: &str) -> String {
             || "unknown".into(),
             |o| String::from_utf8_lossy(&o.stdout).trim().to_string(),
         )
+}
+
+/// Fails unless `node`'s netns has no iptables (legacy) and no nftables tables. Reads only:
+/// `/proc/thread-self/net/ip_tables_names` from inside the netns and `nft list tables`.
+fn assert_no_netfilter(node: &Node) -> Result<()> {
+    let legacy = node
+        .netns()
+        .enter(|| std::fs::read_to_string("/proc/thread-self/net/ip_tables_names"))?
+        .unwrap_or_default();
+    let nft = node.netns().run("nft", &["list", "tables"])?;
+    let nft = String::from_utf8_lossy(&nft.stdout);
+    if !legacy.trim().is_empty() || !nft.trim().is_empty() {
+        bail!(
+            "{} should have no netfilter tables, has iptables-legacy {:?} and nft {:?}",
+            node.name(),
+            legacy.trim(),
+            nft.trim()
+        );
+    }
+    println!("e2e: {}: no netfilter tables", node.name());
+    Ok(())
+}
+
+/// CPU time (user + system, s) the agent has used so far; 0 when unreadable.
+fn agent_cpu_secs(agent: &Agent) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", agent.pid())) else {
+        return 0.0;
+    };
+    // Fields after the command (which may hold spaces) start after the last ')'.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat(5): indices 11 and 12 after the ')'.
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    ticks / if hz > 0 { hz as f64 } else { 100.0 }
 }
