@@ -11,7 +11,7 @@
 
 mod svc_support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
@@ -141,8 +141,9 @@ fn session_affinity_client_ip_sticks_then_expires() {
     }
 }
 
-/// One request from each source port; the backend per port.
-fn mapping(ns: &NetNs, vip: Ipv4Addr, ports: &[u16]) -> BTreeMap<u16, String> {
+/// One TCP request from each source port in turn (a port may repeat, each
+/// time a new flow); the backend of each.
+fn backends_from(what: &str, ns: &NetNs, vip: Ipv4Addr, ports: &[u16]) -> Vec<String> {
     let outcomes = weir_lab::cluster::traffic::tcp_from_port(
         ns,
         ports,
@@ -154,9 +155,18 @@ fn mapping(ns: &NetNs, vip: Ipv4Addr, ports: &[u16]) -> BTreeMap<u16, String> {
         .iter()
         .zip(outcomes)
         .map(|(port, outcome)| match outcome {
-            PortProbe::Reply(line) => (*port, Reply::parse(&line).unwrap().backend),
-            other => panic!("source port {port} → {vip}:80: {other:?}"),
+            PortProbe::Reply(line) => Reply::parse(&line).unwrap().backend,
+            other => panic!("{what}: source port {port} → {vip}:80: {other:?}"),
         })
+        .collect()
+}
+
+/// One request from each source port; the backend per port.
+fn mapping(ns: &NetNs, vip: Ipv4Addr, ports: &[u16]) -> BTreeMap<u16, String> {
+    ports
+        .iter()
+        .copied()
+        .zip(backends_from("maglev", ns, vip, ports))
         .collect()
 }
 
@@ -261,19 +271,8 @@ fn maglev_moves_few_flows_when_a_backend_goes() {
     // reopened 40 times lands on several backends (all on one has
     // probability 4^-39).
     let one_port = [42000u16; 40];
-    let outcomes = weir_lab::cluster::traffic::tcp_from_port(
-        client.netns(),
-        &one_port,
-        SocketAddrV4::new(PLAIN_VIP, 80),
-        Duration::from_secs(2),
-    )
-    .unwrap();
-    let seen: std::collections::BTreeSet<String> = outcomes
-        .iter()
-        .map(|o| match o {
-            PortProbe::Reply(line) => Reply::parse(line).unwrap().backend,
-            other => panic!("plain: {other:?}"),
-        })
+    let seen: BTreeSet<String> = backends_from("plain", client.netns(), PLAIN_VIP, &one_port)
+        .into_iter()
         .collect();
     assert!(
         seen.len() > 1,
@@ -294,20 +293,14 @@ fn maglev_moves_few_flows_when_a_backend_goes() {
                 .is_some_and(|e| e.has(weir_common::lb::svc_flags::MAGLEV))
         })
         .unwrap();
-    let outcomes = weir_lab::cluster::traffic::tcp_from_port(
+    let seen: BTreeSet<String> = backends_from(
+        "plain with --lb-algorithm maglev",
         client.netns(),
+        PLAIN_VIP,
         &one_port,
-        SocketAddrV4::new(PLAIN_VIP, 80),
-        Duration::from_secs(2),
     )
-    .unwrap();
-    let seen: std::collections::BTreeSet<String> = outcomes
-        .iter()
-        .map(|o| match o {
-            PortProbe::Reply(line) => Reply::parse(line).unwrap().backend,
-            other => panic!("plain with --lb-algorithm maglev: {other:?}"),
-        })
-        .collect();
+    .into_iter()
+    .collect();
     assert_eq!(
         seen.len(),
         1,
