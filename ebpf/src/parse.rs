@@ -82,6 +82,8 @@ pub struct Flow {
     pub ip_hlen: u32,
     pub tot_len: u16,
     pub ttl: u8,
+    /// The IPv4 header's TOS byte.
+    pub tos: u8,
 }
 
 /// What a packet turned out to be.
@@ -123,6 +125,7 @@ pub fn packet(ctx: &TcContext) -> Result<L3, DropReason> {
         ip_hlen,
         tot_len,
         ttl: ip.ttl,
+        tos: ip.tos,
     };
     if flow.proto != IPPROTO_TCP && flow.proto != IPPROTO_UDP {
         flow.has_l4 = u16::from_be(ip.frag_off) & IP_OFFSET_MASK == 0;

@@ -170,7 +170,9 @@ fn translate(
 }
 
 /// Delivers a translated packet: to a local pod directly, through the FIB
-/// when the stack must not see it (`via_fib`), else up the stack.
+/// when the stack must not see it (`via_fib`), a pod's packet for another
+/// node by host routing where the stack would forward it unchanged, else
+/// up the stack.
 #[inline(always)]
 fn deliver(
     ctx: &TcContext,
@@ -183,6 +185,9 @@ fn deliver(
     }
     if via_fib {
         return redirect::via_fib(ctx, flow, origin.routed());
+    }
+    if origin == Origin::Pod {
+        return redirect::host_route(ctx, flow);
     }
     Ok(Action::Pass)
 }
