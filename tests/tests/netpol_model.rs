@@ -26,7 +26,7 @@ fn require_root() {
 /// No policy: every pod reaches every pod on TCP and UDP 80 and 81, and the
 /// harness tells a wrong expectation from the real outcome.
 #[test]
-fn without_policies_the_whole_matrix_is_reachable() {
+fn netpol_without_policies_the_whole_matrix_is_reachable() {
     require_root();
     let mut lab = NetpolLab::build().unwrap();
     let report = lab.check(&Reachability::all(), &[]).unwrap();
@@ -101,7 +101,7 @@ fn without_policies_the_whole_matrix_is_reachable() {
 /// deliberately wrong expected-deny cell and expected-allow cell are both
 /// reported, and the rendered table marks exactly them.
 #[test]
-fn a_wrong_expectation_is_reported() {
+fn netpol_a_wrong_expectation_is_reported() {
     let truth = Reachability::all().deny_ingress(weir_lab::netpol::Peer::Ns("y"));
     let observed = Observed::from_expected(&truth);
     assert!(compare(&truth, &observed).is_empty());
