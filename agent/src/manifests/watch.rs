@@ -9,7 +9,10 @@
 //! cannot see: a directory replaced under its path (re-armed on the next
 //! poll), a symlinked directory swapped, network and overlay filesystems,
 //! a full inotify queue. Polling is cheap when nothing changed: one
-//! listing and one `stat` per file.
+//! listing and one `stat` per file. For a large directory even that adds
+//! up (10k files: tens of ms per poll), so the poll interval stretches to
+//! keep the safety net under 1/[`POLL_DUTY`] of a core; inotify still
+//! delivers ordinary changes at once.
 //!
 //! The watcher runs on its own thread (parsing 100k documents must not
 //! stall the async runtime) and publishes through a
@@ -56,6 +59,14 @@ impl Default for WatchConfig {
             inotify: true,
         }
     }
+}
+
+/// A full poll that found nothing costs at most 1/`POLL_DUTY` of the time
+/// between polls.
+const POLL_DUTY: u32 = 20;
+
+fn stretched_interval(configured: Duration, idle_poll_cost: Duration) -> Duration {
+    configured.max(idle_poll_cost.saturating_mul(POLL_DUTY))
 }
 
 enum Wake {
@@ -131,6 +142,7 @@ impl ManifestWatcher {
             config,
             publish,
             unavailable: false,
+            idle_poll_cost: Duration::ZERO,
         };
         // Armed before returning, so no change after `start` is missed by
         // inotify (the poll would still catch it, later).
@@ -225,6 +237,8 @@ struct WatchState {
     publish: watch::Sender<Arc<ManifestSet>>,
     /// The directory was unavailable at the last poll (log once).
     unavailable: bool,
+    /// What the last full poll that found nothing cost.
+    idle_poll_cost: Duration,
 }
 
 impl WatchState {
@@ -240,10 +254,11 @@ impl WatchState {
                 },
                 Err(RecvTimeoutError::Timeout) => None,
             };
-            if names.is_none() {
-                next_full = Instant::now() + self.config.poll_interval;
-            }
+            let full = names.is_none();
             self.poll(names.as_deref());
+            if full {
+                next_full = Instant::now() + self.poll_interval();
+            }
         }
     }
 
@@ -282,12 +297,21 @@ impl WatchState {
     }
 
     /// Re-reads what changed: the named files, or everything.
+    /// The configured interval, stretched for a directory whose idle poll
+    /// is expensive.
+    fn poll_interval(&self) -> Duration {
+        stretched_interval(self.config.poll_interval, self.idle_poll_cost)
+    }
+
     fn poll(&mut self, names: Option<&[OsString]>) {
         let started = Instant::now();
         let outcome = match names {
             Some(names) => self.loader.poll_names(names),
             None => self.loader.poll(),
         };
+        if names.is_none() && matches!(outcome, Poll::Unchanged) {
+            self.idle_poll_cost = started.elapsed();
+        }
         // Re-armed before publishing, so a change made right after a
         // reader saw the new set is not missed by inotify.
         if self.loader.dir_identity() != self.armed {
@@ -371,6 +395,15 @@ mod tests {
             Some(Wake::Stop) => panic!("a stop"),
             None => None,
         }
+    }
+
+    #[test]
+    fn the_safety_poll_stretches_only_for_expensive_directories() {
+        let configured = Duration::from_millis(250);
+        let small = stretched_interval(configured, Duration::from_micros(300));
+        assert_eq!(small, configured);
+        let large = stretched_interval(configured, Duration::from_millis(60));
+        assert_eq!(large, Duration::from_millis(60) * POLL_DUTY);
     }
 
     #[test]
