@@ -190,6 +190,13 @@ fn wake_for(dir: &Path, event: notify::Result<notify::Event>) -> Option<Wake> {
     if event.need_rescan() || event.paths.is_empty() {
         return Some(Wake::Fs(None));
     }
+    // Opens and reads change nothing, and our own polls cause them (the
+    // listing opens the directory): waking on them would poll forever.
+    if matches!(event.kind, EventKind::Access(access)
+        if access != AccessKind::Close(AccessMode::Write))
+    {
+        return None;
+    }
     let finished = matches!(
         event.kind,
         EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
@@ -395,6 +402,19 @@ mod tests {
             Some(Wake::Stop) => panic!("a stop"),
             None => None,
         }
+    }
+
+    #[test]
+    fn opening_or_reading_wakes_nothing() {
+        use notify::event::AccessKind::{Close, Open, Read};
+        use notify::event::AccessMode::{Any, Read as ReadMode};
+        for kind in [Open(Any), Read, Close(ReadMode)] {
+            for path in ["/m", "/m/a.yaml"] {
+                assert!(names(wake(EventKind::Access(kind), &[path])).is_none());
+            }
+        }
+        let closed = wake(EventKind::Access(Close(AccessMode::Write)), &["/m/a.yaml"]);
+        assert!(names(closed).is_some());
     }
 
     #[test]
