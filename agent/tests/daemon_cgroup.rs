@@ -105,7 +105,9 @@ fn socket_lb_programs_go_on_the_given_cgroup_and_stay() {
         "nothing on the root cgroup"
     );
 
-    let a = node.add_pod_with_config("a", &cni_config(node)).unwrap();
+    let a = node
+        .add_pod_with_config("a", &node.cni_config_with_agent())
+        .unwrap();
     let _server = a.serve(&[8080]).unwrap();
     let reply = probe_in_cgroup(node, &cgroup.0, "10.96.0.40:80");
     assert!(reply.is_connected() && reply.reply == "a", "{reply:?}");

@@ -45,7 +45,9 @@ fn add_returns_after_the_pod_is_programmed() {
     agent.wait_ready();
     assert_eq!(agent.get("/healthz").unwrap().0, 200);
 
-    let a = node.add_pod_with_config("a", &cni_config(node)).unwrap();
+    let a = node
+        .add_pod_with_config("a", &node.cni_config_with_agent())
+        .unwrap();
     // Right after ADD returned: record, programs, endpoint, service backend.
     let record = read_json(&record_path(&a));
     assert_eq!(record["v"], 1);
@@ -74,7 +76,9 @@ fn add_returns_after_the_pod_is_programmed() {
 
     // The Service works from another registered pod.
     let _server = a.serve(&[8080]).unwrap();
-    let b = node.add_pod_with_config("b", &cni_config(node)).unwrap();
+    let b = node
+        .add_pod_with_config("b", &node.cni_config_with_agent())
+        .unwrap();
     let reply = b.probe(Proto::Tcp, CLUSTER_IP, 80).unwrap();
     assert!(reply.is_connected() && reply.reply == "a", "{reply:?}");
     let reply = b.probe(Proto::Udp, CLUSTER_IP, 80).unwrap();
@@ -119,7 +123,7 @@ fn add_fails_with_code_11_and_leaves_nothing_when_the_agent_is_down() {
     let node = lab.node(1);
     let dir = manifests_dir(&lab);
     write_manifest(&dir, "cluster.yaml", &node_manifests(&lab));
-    let config = cni_config(node);
+    let config = node.cni_config_with_agent();
     let assert_nothing_left = |what: &str| {
         assert!(node.allocated_ips().is_empty(), "{what}: IP file left");
         let links = node.links().unwrap();
@@ -147,11 +151,11 @@ fn add_fails_with_code_11_and_leaves_nothing_when_the_agent_is_down() {
     // An agent that ran and stopped: its socket is gone too.
     let mut agent = Agent::start(node, &dir);
     agent.wait_ready();
-    assert!(agent_socket(node).exists());
+    assert!(node.agent_socket().exists());
     let status = agent.terminate();
     assert!(status.success(), "{status}\n{}", agent.log_text());
     assert!(
-        !agent_socket(node).exists(),
+        !node.agent_socket().exists(),
         "the socket closes with the agent"
     );
     let (_, out) = add_call(node, "y", &config);
@@ -174,7 +178,7 @@ fn parallel_adds_and_dels_all_register_and_deregister() {
     write_manifest(&dir, "cluster.yaml", &node_manifests(&lab));
     let agent = Agent::start(node, &dir);
     agent.wait_ready();
-    let config = cni_config(node);
+    let config = node.cni_config_with_agent();
     let calls: Vec<CniCall> = (0..PODS)
         .map(|i| {
             let ns = node.create_netns(&format!("default.par{i}")).unwrap();

@@ -49,10 +49,12 @@ fn sigterm_exits_0_and_leaves_pins_and_attachments() {
     write_manifest(&dir, "cluster.yaml", &manifests(&lab));
     let mut agent = Agent::start(node, &dir);
     agent.wait_ready();
-    let a = node.add_pod_with_config("a", &cni_config(node)).unwrap();
+    let a = node
+        .add_pod_with_config("a", &node.cni_config_with_agent())
+        .unwrap();
     let _server = a.serve(&[8080]).unwrap();
     let client = node
-        .add_pod_with_config("client", &cni_config(node))
+        .add_pod_with_config("client", &node.cni_config_with_agent())
         .unwrap();
     let reply = client.probe(Proto::Tcp, CLUSTER_IP, 80).unwrap();
     assert!(reply.is_connected() && reply.reply == "a", "{reply:?}");
@@ -64,7 +66,7 @@ fn sigterm_exits_0_and_leaves_pins_and_attachments() {
             .log_text()
             .contains("pins and program attachments stay in place")
     );
-    assert!(!agent_socket(node).exists(), "the socket is closed");
+    assert!(!node.agent_socket().exists(), "the socket is closed");
     for map in [
         "weir_lb4_svc_v1",
         "weir_lb4_backends_v1",
@@ -119,15 +121,19 @@ fn restart_after_kill_drops_records_of_vanished_pods() {
     write_manifest(&dir, "cluster.yaml", &manifests(&lab));
     let mut agent = Agent::start(node, &dir);
     agent.wait_ready();
-    let a = node.add_pod_with_config("a", &cni_config(node)).unwrap();
-    let b = node.add_pod_with_config("b", &cni_config(node)).unwrap();
+    let a = node
+        .add_pod_with_config("a", &node.cni_config_with_agent())
+        .unwrap();
+    let b = node
+        .add_pod_with_config("b", &node.cni_config_with_agent())
+        .unwrap();
     let _server_a = a.serve(&[8080]).unwrap();
     let _server_b = b.serve(&[8080]).unwrap();
     assert_eq!(agent.metric("weir_backends_programmed"), Some(2.0));
 
     agent.kill();
     assert!(
-        agent_socket(node).exists(),
+        node.agent_socket().exists(),
         "kill -9 leaves the socket file"
     );
     // Pod b dies with the agent down and no DEL reaches anyone: its veth
@@ -161,7 +167,7 @@ fn restart_after_kill_drops_records_of_vanished_pods() {
     // Only a serves the Service now: b's registered address is gone with
     // its record (its Pod object has no status.podIP).
     let client = node
-        .add_pod_with_config("client", &cni_config(node))
+        .add_pod_with_config("client", &node.cni_config_with_agent())
         .unwrap();
     let replies = client
         .probe_with(

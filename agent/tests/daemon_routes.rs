@@ -59,8 +59,12 @@ fn agents_route_pod_cidrs_via_node_ips_and_leave_foreign_routes() {
     assert_eq!(a1.metric("weir_routes_programmed"), Some(1.0));
 
     // Pods on different nodes reach each other through those routes.
-    let p1 = n1.add_pod_with_config("p1", &cni_config(n1)).unwrap();
-    let p2 = n2.add_pod_with_config("p2", &cni_config(n2)).unwrap();
+    let p1 = n1
+        .add_pod_with_config("p1", &n1.cni_config_with_agent())
+        .unwrap();
+    let p2 = n2
+        .add_pod_with_config("p2", &n2.cni_config_with_agent())
+        .unwrap();
     let _server = p2.serve(&[7000]).unwrap();
     let reply = p1.probe(Proto::Tcp, p2.ip(), 7000).unwrap();
     assert!(reply.is_connected() && reply.reply == "p2", "{reply:?}");

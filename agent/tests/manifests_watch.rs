@@ -46,9 +46,7 @@ fn expect(rx: &mut watch::Receiver<Arc<ManifestSet>>, step: &str, want: &[&str])
 }
 
 fn write_atomically(dir: &Path, name: &str, text: &str) {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    fs::write(&tmp, text).unwrap();
-    fs::rename(&tmp, dir.join(name)).unwrap();
+    weir_lab::write_atomic(dir, name, text).unwrap();
 }
 
 #[test]

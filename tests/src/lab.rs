@@ -446,6 +446,11 @@ impl Node {
         self.inner.dir.join("agent")
     }
 
+    /// The registration socket of this node's agent (`<agent_dir>/agent.sock`).
+    pub fn agent_socket(&self) -> PathBuf {
+        self.agent_dir().join("agent.sock")
+    }
+
     /// Pin root for this node's agent (`--bpffs`), outside /sys on purpose.
     pub fn bpffs_dir(&self) -> PathBuf {
         self.inner.dir.join("bpffs")
@@ -497,6 +502,14 @@ impl Node {
                 "dataDir": self.cni_data_dir().display().to_string(),
             }
         })
+    }
+
+    /// [`Node::cni_config`] with `agentSocket` pointing at this node's agent,
+    /// so ADD registers the pod and DEL deregisters it.
+    pub fn cni_config_with_agent(&self) -> Value {
+        let mut config = self.cni_config();
+        config["agentSocket"] = self.agent_socket().display().to_string().into();
+        config
     }
 
     /// The plugin binary the lab calls.

@@ -49,6 +49,7 @@
 //!
 //! * [`bin_path`] / [`try_bin_path`] find `weir-cni`, `weir-agent`, `weir-serve`, ...
 //!   (`$WEIR_BIN_DIR`, else `target/release`, else `target/debug`).
+//! * [`write_atomic`] writes a manifest the way the agent's watcher expects.
 //! * [`require_root`] panics loudly without root (tests never skip).
 //! * [`netns::NetNs`]: RAII named netns; [`NetNs::command`] runs a program inside it
 //!   (setns of the net namespace only, in `pre_exec`, never `ip netns exec`),
@@ -153,6 +154,17 @@ pub fn bin_path(name: &str) -> PathBuf {
         Ok(path) => path,
         Err(err) => panic!("{err:#}"),
     }
+}
+
+/// Writes `body` to `dir/name` atomically: a temporary dot-file (which the
+/// agent's manifest reader skips), then a rename over the target, so a
+/// watcher never reads half a file.
+pub fn write_atomic(dir: &Path, name: &str, body: &str) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, body).with_context(|| format!("writing {}", tmp.display()))?;
+    let path = dir.join(name);
+    std::fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))
 }
 
 /// Whether the current process runs as root (effective uid 0).

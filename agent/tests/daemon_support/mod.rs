@@ -57,20 +57,7 @@ pub fn node_manifests(lab: &Lab) -> String {
 
 /// Writes `body` to `dir/name` atomically (the watcher never sees half).
 pub fn write_manifest(dir: &Path, name: &str, body: &str) {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, body).unwrap();
-    std::fs::rename(&tmp, dir.join(name)).unwrap();
-}
-
-/// The node's CNI config with `agentSocket` pointing at its agent.
-pub fn cni_config(node: &Node) -> Value {
-    let mut config = node.cni_config();
-    config["agentSocket"] = agent_socket(node).display().to_string().into();
-    config
-}
-
-pub fn agent_socket(node: &Node) -> PathBuf {
-    node.agent_dir().join("agent.sock")
+    weir_lab::write_atomic(dir, name, body).unwrap();
 }
 
 pub fn record_path(pod: &Pod) -> PathBuf {

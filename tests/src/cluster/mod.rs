@@ -275,28 +275,13 @@ impl Cluster {
         &self.manifests
     }
 
-    /// The node's CNI config with `agentSocket` pointing at its agent.
-    pub fn cni_config(&self, node: &Node) -> Value {
-        let mut config = node.cni_config();
-        config["agentSocket"] = node
-            .agent_dir()
-            .join("agent.sock")
-            .display()
-            .to_string()
-            .into();
-        config
-    }
-
     // ---- manifests -------------------------------------------------------
 
     /// Writes `file` (e.g. `web.yaml`) atomically: a temporary dot-file
     /// (which the agent skips), then a rename over the target.
     pub fn write_manifest(&self, file: &str, text: &str) -> Result<()> {
         check_file_name(file)?;
-        let tmp = self.manifests.join(format!(".{file}.tmp"));
-        std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-        let path = self.manifests.join(file);
-        std::fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))
+        crate::write_atomic(&self.manifests, file, text)
     }
 
     /// Writes `file` with the given objects, one document each.
@@ -346,7 +331,12 @@ impl Cluster {
     pub fn add_pod(&self, node_index: usize, spec: PodSpec) -> Result<Pod> {
         let node = self.node(node_index).clone();
         self.ensure_namespace(&spec.namespace)?;
-        let pod = Pod::add(&node, &spec.namespace, &spec.name, &self.cni_config(&node))?;
+        let pod = Pod::add(
+            &node,
+            &spec.namespace,
+            &spec.name,
+            &node.cni_config_with_agent(),
+        )?;
         let record = PodRecord {
             spec,
             node: node.name().to_string(),

@@ -113,7 +113,7 @@ pub fn run(opts: &Options) -> Result<Results> {
         };
         let service = service.clone();
         let started = Instant::now();
-        manifests::write_atomic(&dir, &service.file_name(), &service.yaml())?;
+        weir_lab::write_atomic(&dir, &service.file_name(), &service.yaml())?;
         wait_change(&mut agent, &maps, &service, fresh, old)?;
         change_ms.push(started.elapsed().as_secs_f64() * 1e3);
         if (c + 1) % 25 == 0 {

@@ -409,13 +409,7 @@ fn setup_weir(lab: &Lab, node: &Node, services: &[Service], n: u32) -> Result<(A
             std::thread::sleep(Duration::from_millis(5));
         }
     }
-    let mut config = node.cni_config();
-    config["agentSocket"] = node
-        .agent_dir()
-        .join("agent.sock")
-        .display()
-        .to_string()
-        .into();
+    let config = node.cni_config_with_agent();
     let pod = client_pod(node, Some(&config))?;
     println!(
         "e2e: {}: weir-agent programmed {n} services in {:.1} s; client pod {} registered",

@@ -88,21 +88,12 @@ pub fn node_yaml(node: &Node) -> String {
     )
 }
 
-/// Writes `body` to `dir/name` atomically (tmp file + rename), so the agent's watcher never
-/// reads half a file.
-pub fn write_atomic(dir: &Path, name: &str, body: &str) -> Result<()> {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, body).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, dir.join(name))
-        .with_context(|| format!("renaming {} into place", tmp.display()))
-}
-
 /// A manifests directory holding `node`'s Node object and one file per service.
 pub fn write_dir(dir: &Path, node: &Node, services: &[Service]) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    write_atomic(dir, "node.yaml", &node_yaml(node))?;
+    weir_lab::write_atomic(dir, "node.yaml", &node_yaml(node))?;
     for service in services {
-        write_atomic(dir, &service.file_name(), &service.yaml())?;
+        weir_lab::write_atomic(dir, &service.file_name(), &service.yaml())?;
     }
     Ok(())
 }
