@@ -9,6 +9,7 @@ use std::{
 };
 
 use tracing::warn;
+use weir_common::lb::Lb4Backend;
 
 use super::{
     diff::{self, BackendRefs, FrontendOps, MaglevFn, RemovedPair, RevNatIds},
@@ -212,17 +213,7 @@ impl Writer {
 
         // Stage 1: backends, then reverse-NAT entries.
         let wanted_backends = diff::desired_backends(frontends);
-        let (ops, no_id) = diff::backend_ops(&self.state, &wanted_backends, &mut self.backend_ids);
-        for key in no_id {
-            run.fail(
-                weir_common::maps::LB4_BACKENDS,
-                &io_exhausted(),
-                &format!("{key:?}"),
-            );
-        }
-        self.execute_all(store, &ops, &mut run);
-        let (ops, indices) = diff::revnat_ops(&self.state, frontends, &mut self.rev_nat);
-        self.execute_all(store, &ops, &mut run);
+        let indices = self.write_backends_and_rev_nat(store, &wanted_backends, frontends, &mut run);
 
         // Stage 2: each frontend's slots and Maglev table, its slot 0, then
         // the slots beyond a shrunk count.
@@ -354,6 +345,30 @@ impl Writer {
             return false;
         }
         self.execute_all(store, &ops.post, run).iter().all(|ok| *ok)
+    }
+
+    /// Stage 1 of an apply, full or incremental: the `wanted` backends,
+    /// then the reverse-NAT entries of `frontends`. Returns each
+    /// frontend's rev-NAT index (`None`: none was free).
+    fn write_backends_and_rev_nat<'f>(
+        &mut self,
+        store: &mut dyn LbStore,
+        wanted: &BTreeMap<BackendKey, Lb4Backend>,
+        frontends: impl IntoIterator<Item = &'f Frontend>,
+        run: &mut Run,
+    ) -> Vec<Option<u16>> {
+        let (ops, no_id) = diff::backend_ops(&self.state, wanted, &mut self.backend_ids);
+        for key in no_id {
+            run.fail(
+                weir_common::maps::LB4_BACKENDS,
+                &io_exhausted(),
+                &format!("{key:?}"),
+            );
+        }
+        self.execute_all(store, &ops, run);
+        let (ops, indices) = diff::revnat_ops(&self.state, frontends, &mut self.rev_nat);
+        self.execute_all(store, &ops, run);
+        indices
     }
 
     /// Runs `ops` in order as one batch (a store may need fewer syscalls);

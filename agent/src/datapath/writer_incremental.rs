@@ -59,18 +59,8 @@ impl Writer {
             .iter()
             .filter_map(|k| Some((*k, self.backend_refs.value(k)?)))
             .collect();
-        let (ops, no_id) = diff::backend_ops(&self.state, &wanted, &mut self.backend_ids);
-        for key in no_id {
-            run.fail(
-                weir_common::maps::LB4_BACKENDS,
-                &io_exhausted(),
-                &format!("{key:?}"),
-            );
-        }
-        self.execute_all(store, &ops, &mut run);
-        let (ops, indices) =
-            diff::revnat_ops(&self.state, changed.iter().copied(), &mut self.rev_nat);
-        self.execute_all(store, &ops, &mut run);
+        let indices =
+            self.write_backends_and_rev_nat(store, &wanted, changed.iter().copied(), &mut run);
 
         // Stage 2: the changed frontends.
         let mut removed = Vec::new();
