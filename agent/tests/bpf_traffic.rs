@@ -185,6 +185,21 @@ fn serve_tcp(pod: &Pod, port: u16, answer: &'static str) -> std::thread::JoinHan
 
 /// Connects to `to`, says hello, returns (what the socket calls its peer,
 /// the answer).
+/// Sends one UDP query from `pod` to `to` and returns how the answer
+/// failed (an ICMP error surfaces as `ConnectionRefused`).
+fn udp_query_error(pod: &Pod, to: &'static str) -> ErrorKind {
+    pod.run(move || {
+        let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
+        socket.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        socket.connect(to).unwrap();
+        socket.send(b"query").unwrap();
+        let mut buf = [0u8; 16];
+        socket.recv(&mut buf).unwrap_err().kind()
+    })
+    .join()
+    .unwrap()
+}
+
 fn tcp_client(
     pod: &Pod,
     to: &'static str,
@@ -261,17 +276,7 @@ fn clients_are_refused_by_a_service_without_backends() {
             ErrorKind::ConnectionRefused,
             "TCP RST"
         );
-        let udp = pod1
-            .run(|| {
-                let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
-                socket.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-                socket.connect("10.96.0.40:53").unwrap();
-                socket.send(b"query").unwrap();
-                let mut buf = [0u8; 16];
-                socket.recv(&mut buf).unwrap_err().kind()
-            })
-            .join()
-            .unwrap();
+        let udp = udp_query_error(&pod1, "10.96.0.40:53");
         assert_eq!(udp, ErrorKind::ConnectionRefused, "ICMP port unreachable");
         assert_eq!(dp.count(Direction::FromPod, DropReason::NoBackend), 2);
     });
@@ -319,17 +324,7 @@ fn a_udp_backend_that_does_not_listen_refuses_through_the_service() {
         dp.service(
             &Service::new(VIP, 53, UDP, 45).backends(&[Backend::new(1, pod2.ip, 5353).local()]),
         );
-        let err = pod1
-            .run(|| {
-                let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
-                socket.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-                socket.connect("10.96.0.40:53").unwrap();
-                socket.send(b"query").unwrap();
-                let mut buf = [0u8; 16];
-                socket.recv(&mut buf).unwrap_err().kind()
-            })
-            .join()
-            .unwrap();
+        let err = udp_query_error(&pod1, "10.96.0.40:53");
         assert_eq!(
             err,
             ErrorKind::ConnectionRefused,
