@@ -2,7 +2,7 @@
 //! assigns identities, builds the ipcache, then each local pod's entries
 //! ([`super::endpoints`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::net::Ipv4Addr;
 
@@ -32,6 +32,9 @@ pub struct PolicyContext {
     pub host_addresses: Vec<Ipv4Addr>,
     /// Audit mode for the whole node.
     pub audit_all: bool,
+    /// Local pods whose allowed new flows all emit an event (someone runs
+    /// `weirctl monitor --pod` on them).
+    pub emit_allows: HashSet<ObjectName>,
 }
 
 /// Compiles snapshots into plans, keeping identity and rule ids stable from
@@ -105,7 +108,9 @@ impl PolicyCompiler {
             );
             for (pod, id) in cluster.pods.iter().zip(&identities.of_pod) {
                 if let (true, Some(id)) = (pod.local, *id) {
-                    endpoints.insert(pod.ip, resolver.endpoint(pod, id));
+                    let mut endpoint = resolver.endpoint(pod, id);
+                    endpoint.emit_allows = ctx.emit_allows.contains(pod.name);
+                    endpoints.insert(pod.ip, endpoint);
                 }
             }
         }
@@ -115,8 +120,10 @@ impl PolicyCompiler {
         self.rule_ids.finish();
         errors.sort();
         errors.dedup();
+        let pods = cluster.pods.iter().map(|p| (p.ip, p.name.clone())).collect();
         let mut plan = PolicyPlan {
             revision: 0,
+            pods,
             audit_all: ctx.audit_all,
             identities: identities.keys,
             cidr_identities: cidrs.identities().collect(),

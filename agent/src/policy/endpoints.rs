@@ -93,6 +93,7 @@ impl<'c, 'a> Resolver<'c, 'a> {
             pod: pod.name.clone(),
             identity: id,
             audit,
+            emit_allows: false,
             ingress: self.direction(pod, &selecting, Direction::Ingress),
             egress: self.direction(pod, &selecting, Direction::Egress),
         }

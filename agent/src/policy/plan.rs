@@ -34,6 +34,9 @@ pub struct PolicyPlan {
     pub endpoints: BTreeMap<Ipv4Addr, EndpointPolicy>,
     /// Every rule id the maps use.
     pub rules: BTreeMap<u32, RuleRef>,
+    /// Every pod of the cluster with an address (local or not), to name
+    /// peers in events.
+    pub pods: BTreeMap<Ipv4Addr, ObjectName>,
     /// Sorted.
     pub errors: Vec<PolicyError>,
 }
@@ -45,6 +48,8 @@ pub struct EndpointPolicy {
     pub identity: u32,
     /// Its namespace has `weir.io/policy-audit: "true"`.
     pub audit: bool,
+    /// Every allowed new flow emits an event (`weirctl monitor --pod`).
+    pub emit_allows: bool,
     pub ingress: DirectionPolicy,
     pub egress: DirectionPolicy,
 }
@@ -231,6 +236,9 @@ impl EndpointPolicy {
         let mut flags = 0;
         if self.audit {
             flags |= ep_policy_flags::AUDIT;
+        }
+        if self.emit_allows {
+            flags |= ep_policy_flags::EMIT_ALLOWS;
         }
         if !self.ingress.allows.is_empty() {
             flags |= ep_policy_flags::INGRESS_HAS_RULES;

@@ -253,3 +253,24 @@ fn a_plan_too_big_for_the_maps_is_named() {
         vec![(weir_common::policy::POLICY, 2, 1)]
     );
 }
+
+#[test]
+fn emit_allows_flags_only_the_watched_pod() {
+    let yaml = model() + &policy("x", "deny", "podSelector: {}, policyTypes: [Ingress]");
+    let mut compiler = PolicyCompiler::new();
+    let plain = compiler.compile(&snapshot(&yaml), &ctx());
+    let mut watched = ctx();
+    watched.emit_allows.insert(ObjectName::new("x", "a"));
+    let plan = compiler.compile(&snapshot(&yaml), &watched);
+    let flags = |plan: &PolicyPlan, pod: &str| plan.endpoints[&ip(pod)].abi().flags;
+    let emit = weir_common::policy::ep_policy_flags::EMIT_ALLOWS;
+    assert_eq!(flags(&plain, XA) & emit, 0);
+    assert_eq!(flags(&plan, XA) & emit, emit);
+    assert_eq!(flags(&plan, XB) & emit, 0);
+    let d = diff(&plain, &plan);
+    assert_eq!(d.endpoints.upserts.len(), 1, "{d:?}");
+    assert!(d.policy.is_empty() && d.ipcache.is_empty());
+    // Every pod with an address is named, local or not.
+    assert_eq!(plan.pods[&ip(ZA)], ObjectName::new("z", "a"));
+    assert_eq!(plan.pods.len(), 4);
+}
