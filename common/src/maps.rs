@@ -58,8 +58,9 @@ pub const ENDPOINTS_ENTRIES: u32 = 1 << 16;
 pub const CONFIG: &str = "weir_config_v1";
 pub const CONFIG_ENTRIES: u32 = 1;
 
-/// Every map in the object.
-pub const ALL: [&str; 11] = [
+/// Every map in the object: the service maps above and the policy maps
+/// ([`crate::policy::MAPS`]).
+pub const ALL: [&str; 19] = [
     METRICS,
     LB4_SERVICES,
     LB4_BACKENDS,
@@ -71,6 +72,14 @@ pub const ALL: [&str; 11] = [
     FRAG4,
     ENDPOINTS,
     CONFIG,
+    crate::policy::IPCACHE,
+    crate::policy::POLICY,
+    crate::policy::POLICY_ENDPOINTS,
+    crate::policy::POLICY_CONFIG,
+    crate::policy::EVENTS,
+    crate::policy::EVENT_STATE,
+    crate::policy::POLICY_DROPS,
+    crate::policy::POLICY_CT4,
 ];
 
 /// The name the kernel shows for an object named `name` (`BPF_OBJ_NAME_LEN`

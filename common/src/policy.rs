@@ -47,7 +47,7 @@ pub mod identity {
 
 /// Key of [`IPCACHE`] (`BPF_MAP_TYPE_LPM_TRIE`).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct IpcacheKey {
     /// Significant bits of `addr`, 0..=32.
     pub prefixlen: u32,
@@ -278,8 +278,14 @@ pub const EVENT_STATE_ENTRIES: u32 = 1;
 pub const POLICY_DROPS: &str = "weir_policy_drops_v1";
 pub const POLICY_DROPS_ENTRIES: u32 = 1 << 14;
 
-/// The policy maps, for `maps::ALL` once the object declares them.
-pub const MAPS: [&str; 7] = [
+/// Policy conntrack: [`PolicyCtKey`] → [`PolicyCtEntry`], an LRU hash the
+/// datapath writes for every flow of a policed endpoint; expired by the
+/// agent's GC.
+pub const POLICY_CT4: &str = "weir_polct4_v1";
+pub const POLICY_CT4_ENTRIES: u32 = 1 << 17;
+
+/// The policy maps (all part of `maps::ALL`).
+pub const MAPS: [&str; 8] = [
     IPCACHE,
     POLICY,
     POLICY_ENDPOINTS,
@@ -287,7 +293,68 @@ pub const MAPS: [&str; 7] = [
     EVENTS,
     EVENT_STATE,
     POLICY_DROPS,
+    POLICY_CT4,
 ];
+
+/// Key of [`POLICY_CT4`]: one direction of a flow at one local endpoint.
+///
+/// * [`POLICY_EGRESS`]: the pod's own flow as it leaves the pod, **before**
+///   service DNAT (pod → VIP for a service flow), so the pod's replies, which
+///   arrive reverse-NATed (VIP → pod), find it with the reversed tuple.
+///   The entry keeps the judged peer (the backend) for re-checks.
+/// * [`POLICY_INGRESS`]: a flow entering the pod as it arrives (after DNAT,
+///   and after SNAT for hairpin flows), i.e. peer → pod.
+///
+/// A packet looks up its reversed tuple in the other direction first (it may
+/// be a reply), then its own tuple. For ICMP echo both ports hold the echo
+/// id, so a reply's reversed tuple is the request's.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PolicyCtKey {
+    pub saddr: u32,
+    pub daddr: u32,
+    pub sport: u16,
+    pub dport: u16,
+    /// IP protocol number.
+    pub proto: u8,
+    /// [`POLICY_INGRESS`] or [`POLICY_EGRESS`].
+    pub direction: u8,
+    pub pad: [u8; 2],
+}
+
+/// Bits of [`PolicyCtEntry::flags`].
+pub mod polct_flags {
+    /// A hairpin flow (a pod reaching itself through a service): judged
+    /// with the pod's own identity, not its (hairpin) source address.
+    pub const HAIRPIN: u8 = 1 << 0;
+    /// Admitted only because of audit mode.
+    pub const AUDIT: u8 = 1 << 1;
+}
+
+/// Value of [`POLICY_CT4`]: the verdict a flow was admitted with.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PolicyCtEntry {
+    /// `bpf_ktime_get_ns()` of the last packet (either direction).
+    pub last_seen_ns: u64,
+    /// [`PolicyConfig::revision`] the flow was last judged under; another
+    /// revision makes the next packet re-judge it.
+    pub revision: u32,
+    /// The allowing rule (0 when the endpoint was not isolated).
+    pub rule_id: u32,
+    /// The peer as judged: the destination after DNAT for egress, the
+    /// source for ingress. Network order.
+    pub peer_addr: u32,
+    /// The peer's identity at the last verdict.
+    pub peer_identity: u32,
+    /// The destination port as judged (after DNAT), network order.
+    pub judged_dport: u16,
+    /// [`polct_flags`] bits.
+    pub flags: u8,
+    /// Highest `ct::tcp_state` seen in either direction (for the GC).
+    pub tcp_state: u8,
+    pub pad: u32,
+}
 
 /// The `prefixlen` and first port of each aligned block covering
 /// `first..=last`, at most 30 blocks (the LPM form of an `endPort` range).
@@ -335,6 +402,10 @@ mod pod_impls {
     unsafe impl aya::Pod for PolicyEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for EventState {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for PolicyCtKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for PolicyCtEntry {}
 }
 
 #[cfg(test)]
@@ -365,6 +436,13 @@ mod tests {
         assert_eq!(offset_of!(PolicyEvent, kind), 46);
         assert_eq!(size_of::<EventState>(), 24);
         assert_eq!(offset_of!(EventState, lost), 16);
+        assert_eq!(size_of::<PolicyCtKey>(), 16);
+        assert_eq!(offset_of!(PolicyCtKey, proto), 12);
+        assert_eq!(offset_of!(PolicyCtKey, direction), 13);
+        assert_eq!(size_of::<PolicyCtEntry>(), 32);
+        assert_eq!(offset_of!(PolicyCtEntry, peer_addr), 16);
+        assert_eq!(offset_of!(PolicyCtEntry, judged_dport), 24);
+        assert_eq!(offset_of!(PolicyCtEntry, tcp_state), 27);
     }
 
     #[test]
@@ -420,16 +498,9 @@ mod tests {
     }
 
     #[test]
-    fn map_names_are_unique_next_to_the_other_maps() {
-        for (i, a) in MAPS.iter().enumerate() {
-            assert!(a.starts_with("weir_"), "{a}");
-            for b in MAPS[i + 1..].iter().chain(crate::maps::ALL.iter()) {
-                assert_ne!(
-                    crate::maps::kernel_name(a),
-                    crate::maps::kernel_name(b),
-                    "{a} vs {b}"
-                );
-            }
+    fn policy_maps_are_in_the_object_list() {
+        for name in MAPS {
+            assert!(crate::maps::ALL.contains(&name), "{name}");
         }
     }
 }

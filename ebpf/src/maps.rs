@@ -6,7 +6,7 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use weir_common::{
     config::DatapathConfig,
@@ -18,6 +18,10 @@ use weir_common::{
     },
     maps as names,
     metrics::MetricValue,
+    policy::{
+        self as pnames, EventState, IpcacheEntry, PolicyConfig, PolicyCtEntry, PolicyCtKey,
+        PolicyEndpoint, PolicyEntry,
+    },
 };
 
 #[map(name = "weir_metrics_v2")]
@@ -61,3 +65,49 @@ pub static ENDPOINTS: HashMap<u32, EndpointInfo> =
 
 #[map(name = "weir_config_v1")]
 pub static CONFIG: Array<DatapathConfig> = Array::with_max_entries(names::CONFIG_ENTRIES, 0);
+
+// --- NetworkPolicy (see `weir_common::policy` and docs/policy.md) ---------
+
+/// The bytes of a `weir_common::policy::PolicyKey` after its `prefixlen`
+/// (aya's `lpm_trie::Key` carries the prefix length itself).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PolicyKeyData {
+    pub endpoint: u32,
+    pub identity: u32,
+    pub direction: u8,
+    pub proto: u8,
+    pub dport: [u8; 2],
+}
+
+/// LPM tries are `BPF_F_NO_PREALLOC` (aya adds the flag).
+#[map(name = "weir_ipcache4_v1")]
+pub static IPCACHE: LpmTrie<u32, IpcacheEntry> =
+    LpmTrie::with_max_entries(pnames::IPCACHE_ENTRIES, 0);
+
+#[map(name = "weir_policy_v1")]
+pub static POLICY: LpmTrie<PolicyKeyData, PolicyEntry> =
+    LpmTrie::with_max_entries(pnames::POLICY_ENTRIES, 0);
+
+#[map(name = "weir_policy_ep_v1")]
+pub static POLICY_ENDPOINTS: HashMap<u32, PolicyEndpoint> =
+    HashMap::with_max_entries(pnames::POLICY_ENDPOINTS_ENTRIES, BPF_F_NO_PREALLOC);
+
+#[map(name = "weir_policy_cfg_v1")]
+pub static POLICY_CONFIG: Array<PolicyConfig> =
+    Array::with_max_entries(pnames::POLICY_CONFIG_ENTRIES, 0);
+
+#[map(name = "weir_events_v1")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(pnames::EVENTS_BYTES, 0);
+
+#[map(name = "weir_event_state_v1")]
+pub static EVENT_STATE: PerCpuArray<EventState> =
+    PerCpuArray::with_max_entries(pnames::EVENT_STATE_ENTRIES, 0);
+
+#[map(name = "weir_policy_drops_v1")]
+pub static POLICY_DROPS: LruPerCpuHashMap<u32, u64> =
+    LruPerCpuHashMap::with_max_entries(pnames::POLICY_DROPS_ENTRIES, 0);
+
+#[map(name = "weir_polct4_v1")]
+pub static POLICY_CT4: LruHashMap<PolicyCtKey, PolicyCtEntry> =
+    LruHashMap::with_max_entries(pnames::POLICY_CT4_ENTRIES, 0);

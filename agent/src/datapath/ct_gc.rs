@@ -23,9 +23,14 @@ use aya::maps::{HashMap as BpfHashMap, IterableMap, MapData, MapError};
 use weir_common::{
     ct::{CT_DIR_FORWARD, Ct4Entry, Ct4Key, tcp_state, timeouts},
     lb::{Lb4AffinityKey, Lb4AffinityValue},
+    policy::{POLICY_CT4, PolicyCtEntry, PolicyCtKey},
 };
 
-use super::{diff::RemovedPair, sys};
+use super::{
+    diff::RemovedPair,
+    error::{DatapathError, DatapathResult},
+    sys,
+};
 
 const IPPROTO_TCP: u8 = 6;
 
@@ -199,6 +204,59 @@ pub fn plan_affinity_flush(
         .filter(|(k, v)| pairs.contains(&(k.rev_nat_index, v.backend_id)))
         .map(|(k, _)| *k)
         .collect()
+}
+
+/// What one policy conntrack GC pass found and did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PolCtGcStats {
+    pub entries: u64,
+    pub entries_by_proto: BTreeMap<u8, u64>,
+    pub expired: u64,
+    pub deleted: u64,
+    pub delete_failed: u64,
+    pub truncated: bool,
+}
+
+/// The policy conntrack's expired keys at `now_ns`. Each entry stands for
+/// a whole flow direction at one endpoint (both directions of the packets
+/// refresh it) and keeps the highest TCP state seen, so it is judged alone
+/// with the same timeouts as service conntrack (as if both sides were in
+/// that state). Pure.
+pub fn plan_polct_expiry(
+    entries: &[(PolicyCtKey, PolicyCtEntry)],
+    now_ns: u64,
+    timeouts: &CtTimeouts,
+) -> (Vec<PolicyCtKey>, PolCtGcStats) {
+    let mut stats = PolCtGcStats::default();
+    let mut expired = Vec::new();
+    for (key, entry) in entries {
+        stats.entries += 1;
+        *stats.entries_by_proto.entry(key.proto).or_default() += 1;
+        let timeout = timeouts.idle_timeout(key.proto, entry.tcp_state, entry.tcp_state);
+        let idle = now_ns.saturating_sub(entry.last_seen_ns);
+        if u128::from(idle) > timeout.as_nanos() {
+            expired.push(*key);
+        }
+    }
+    stats.expired = expired.len() as u64;
+    expired.sort_unstable();
+    (expired, stats)
+}
+
+/// Scans the policy conntrack, expires idle entries.
+pub fn polct_pass(
+    map: &mut BpfHashMap<MapData, PolicyCtKey, PolicyCtEntry>,
+    now_ns: u64,
+    timeouts: &CtTimeouts,
+    limit: u64,
+) -> DatapathResult<PolCtGcStats> {
+    let (entries, truncated) = scan(map, limit).map_err(|e| DatapathError::map(POLICY_CT4, e))?;
+    let (expired, mut stats) = plan_polct_expiry(&entries, now_ns, timeouts);
+    let (deleted, failed) = delete_keys(map, &expired);
+    stats.deleted = deleted;
+    stats.delete_failed = failed;
+    stats.truncated = truncated;
+    Ok(stats)
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns()`.
@@ -402,6 +460,46 @@ mod tests {
         assert_eq!(stats.expired_by_proto.get(&6), Some(&5));
         assert_eq!(stats.expired(), 7);
         assert!(stats.referenced_rev_nat.contains(&3));
+    }
+
+    #[test]
+    fn policy_conntrack_expires_per_protocol_and_tcp_state() {
+        let now = 100_000 * SEC;
+        let t = CtTimeouts::default();
+        let entry = |proto: u8, sport: u16, idle: u64, state: u8| {
+            (
+                PolicyCtKey {
+                    saddr: 1,
+                    daddr: 2,
+                    sport,
+                    dport: 80,
+                    proto,
+                    direction: 0,
+                    pad: [0; 2],
+                },
+                PolicyCtEntry {
+                    last_seen_ns: now - idle * SEC,
+                    tcp_state: state,
+                    ..PolicyCtEntry::default()
+                },
+            )
+        };
+        use tcp_state::*;
+        let entries = [
+            entry(17, 1, 61, NONE),
+            entry(17, 2, 59, NONE),
+            entry(1, 3, 61, NONE),
+            entry(6, 4, 3600, ESTABLISHED),
+            entry(6, 5, 61, SYN),
+            entry(6, 6, 11, FIN),
+            entry(6, 7, 9, RST),
+        ];
+        let (expired, stats) = plan_polct_expiry(&entries, now, &t);
+        let sports: Vec<u16> = expired.iter().map(|k| k.sport).collect();
+        assert_eq!(sports, vec![1, 3, 5, 6]);
+        assert_eq!(stats.entries, 7);
+        assert_eq!(stats.expired, 4);
+        assert_eq!(stats.entries_by_proto.get(&6), Some(&4));
     }
 
     #[test]

@@ -27,10 +27,12 @@ use super::{
     maps::Maps,
     object::{self, MapSpec},
     pin::{self, PinLayout},
+    policy_maps::{PolicyApplyStats, PolicyEventReader, PolicyMaps},
     stats::{self, DatapathMetrics, MapFill},
     writer::{ApplyStats, Writer},
 };
 use crate::plan::DesiredState;
+use crate::policy::{Capacities, PolicyPlan};
 
 /// Default pin root (`--bpffs`).
 pub const DEFAULT_BPFFS: &str = "/sys/fs/bpf/weir";
@@ -91,6 +93,7 @@ pub struct Datapath {
     specs: BTreeMap<String, MapSpec>,
     ebpf: Ebpf,
     maps: Maps,
+    policy: PolicyMaps,
     writer: Writer,
     ct_timeouts: CtTimeouts,
     report: LoadReport,
@@ -140,6 +143,7 @@ impl Datapath {
         report.removed_stale_maps = pin::remove_stale_maps(&pins, &specs)?;
 
         let maps = Maps::take(&mut ebpf)?;
+        let policy = PolicyMaps::take(&mut ebpf, policy_capacities(&specs))?;
         let state = maps.read_lb_state()?;
         report.adopted_services = state.services.len();
         report.adopted_backends = state.backends.len();
@@ -154,6 +158,7 @@ impl Datapath {
             specs,
             ebpf,
             maps,
+            policy,
             writer,
             ct_timeouts: opts.ct_timeouts,
             report,
@@ -303,6 +308,63 @@ impl Datapath {
         self.specs.get(name).map_or(1 << 20, |s| s.max_entries)
     }
 
+    // --- NetworkPolicy ----------------------------------------------------
+
+    /// The policy maps (the handle the methods below delegate to).
+    pub fn policy(&self) -> &PolicyMaps {
+        &self.policy
+    }
+
+    pub fn policy_mut(&mut self) -> &mut PolicyMaps {
+        &mut self.policy
+    }
+
+    /// Writes `plan` into the policy maps (see [`PolicyMaps::apply_policy`]).
+    pub fn apply_policy(&mut self, plan: &PolicyPlan) -> DatapathResult<PolicyApplyStats> {
+        self.policy.apply_policy(plan)
+    }
+
+    /// The pinned policy revision and settings.
+    pub fn policy_config(&self) -> DatapathResult<weir_common::policy::PolicyConfig> {
+        self.policy.policy_config()
+    }
+
+    pub fn set_policy_settings(
+        &mut self,
+        audit_all: bool,
+        events_per_sec: u32,
+        allow_sample: u32,
+    ) -> DatapathResult<()> {
+        self.policy
+            .set_policy_settings(audit_all, events_per_sec, allow_sample)
+    }
+
+    /// Drops per isolation rule id, summed over CPUs.
+    pub fn policy_drops(&self) -> DatapathResult<Vec<(u32, u64)>> {
+        self.policy.policy_drops()
+    }
+
+    pub fn policy_events_lost(&self) -> DatapathResult<u64> {
+        self.policy.policy_events_lost()
+    }
+
+    /// A reader of the verdict ring buffer, on a handle of its own (give it
+    /// a thread: `next` blocks in poll(2)). One reader per ring.
+    pub fn policy_event_reader(&self) -> DatapathResult<PolicyEventReader> {
+        PolicyEventReader::open(&self.pins)
+    }
+
+    /// One policy conntrack GC pass: expires idle flows.
+    pub fn polct_gc(&mut self) -> DatapathResult<ct_gc::PolCtGcStats> {
+        self.polct_gc_at(ct_gc::monotonic_now_ns())
+    }
+
+    /// [`Self::polct_gc`] as if the monotonic clock read `now_ns`.
+    pub fn polct_gc_at(&mut self, now_ns: u64) -> DatapathResult<ct_gc::PolCtGcStats> {
+        let limit = 2 * u64::from(self.spec_max(weir_common::policy::POLICY_CT4));
+        ct_gc::polct_pass(&mut self.policy.polct, now_ns, &self.ct_timeouts, limit)
+    }
+
     // --- conntrack -------------------------------------------------------
 
     /// One GC pass: expires idle flows (both entries), then deletes
@@ -435,7 +497,20 @@ impl Datapath {
             ct_expired_total: self.ct_expired_total,
             ct_flushed_total: self.ct_flushed_total,
             writer: self.writer.totals().clone(),
+            policy_drops: self.policy.policy_drops()?,
+            policy_events_lost: self.policy.policy_events_lost()?,
         })
+    }
+}
+
+/// The policy maps' capacities as loaded.
+pub fn policy_capacities(specs: &BTreeMap<String, MapSpec>) -> Capacities {
+    let max = |name: &str, default: u32| specs.get(name).map_or(default, |s| s.max_entries);
+    let d = Capacities::default();
+    Capacities {
+        ipcache: max(weir_common::policy::IPCACHE, d.ipcache),
+        policy: max(weir_common::policy::POLICY, d.policy),
+        endpoints: max(weir_common::policy::POLICY_ENDPOINTS, d.endpoints),
     }
 }
 

@@ -10,6 +10,9 @@
 //! * [`Datapath::apply`] makes the service maps equal to the plan
 //!   ([`writer`], [`diff`], [`ids`]) and flushes conntrack of removed
 //!   backends; [`Datapath::ct_gc`] expires idle flows ([`ct_gc`]).
+//! * [`Datapath::apply_policy`] writes a NetworkPolicy plan into the policy
+//!   maps; [`Datapath::policy_event_reader`] reads the verdict events
+//!   ([`policy_maps`]).
 //! * [`Datapath::upsert_endpoint`] / [`Datapath::remove_endpoint`] keep the
 //!   local endpoint map; [`Datapath::metrics`] reads what `/metrics` shows
 //!   ([`stats`]).
@@ -33,6 +36,7 @@ pub mod maps;
 pub mod netns;
 pub mod object;
 pub mod pin;
+pub mod policy_maps;
 pub mod state;
 pub mod stats;
 mod sys;
@@ -56,6 +60,7 @@ pub use ct_gc::{CtGcStats, CtTimeouts};
 pub use error::{DatapathError, DatapathResult};
 pub use loader::{DEFAULT_BPFFS, Datapath, LoadOptions, LoadReport};
 pub use object::has_object;
+pub use policy_maps::{PolicyApplyStats, PolicyEventReader, PolicyMaps};
 pub use stats::{DatapathMetrics, MapFill};
 pub use writer::{ApplyStats, WriterTotals};
 

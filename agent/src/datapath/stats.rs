@@ -43,6 +43,10 @@ pub struct DatapathMetrics {
     pub ct_flushed_total: u64,
     /// The map writer's counters since start (writes, failures per map).
     pub writer: WriterTotals,
+    /// NetworkPolicy drops per isolation rule id (policy and direction).
+    pub policy_drops: Vec<(u32, u64)>,
+    /// Policy events lost to the rate limit or a full ring.
+    pub policy_events_lost: u64,
 }
 
 /// Sums the per-CPU verdict counters for every (direction, reason).
@@ -69,13 +73,21 @@ pub fn sum_verdicts<T: Borrow<MapData>>(
     Ok(out)
 }
 
-/// Counts the keys of the map pinned for `spec` by walking them. Arrays
-/// count as full. `limit` bounds the walk (an LRU map under churn can make
+/// Counts the keys of the map pinned for `spec` by walking them (hashes
+/// and LPM tries). Arrays count as full, ring buffers as empty (they hold
+/// bytes, not entries). `limit` bounds the walk (an LRU map under churn can make
 /// the kernel restart it).
 pub fn count_entries(pins: &PinLayout, spec: &MapSpec, limit: u64) -> DatapathResult<u64> {
+    if spec.map_type == sys::BPF_MAP_TYPE_RINGBUF {
+        return Ok(0);
+    }
     if !matches!(
         spec.map_type,
-        sys::BPF_MAP_TYPE_HASH | sys::BPF_MAP_TYPE_LRU_HASH
+        sys::BPF_MAP_TYPE_HASH
+            | sys::BPF_MAP_TYPE_LRU_HASH
+            | sys::BPF_MAP_TYPE_PERCPU_HASH
+            | sys::BPF_MAP_TYPE_LRU_PERCPU_HASH
+            | sys::BPF_MAP_TYPE_LPM_TRIE
     ) {
         return Ok(u64::from(spec.max_entries));
     }
