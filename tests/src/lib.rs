@@ -89,6 +89,7 @@
 //! Tests that build labs share kernel state (the `/run/netns` names, CPU), so run
 //! them with `--test-threads=1` (as `cargo xtask test` does).
 
+pub mod bench;
 pub mod bench_report;
 pub mod cluster;
 pub mod cni;

@@ -14,17 +14,17 @@
 //! `loadgen` and `serve` are the workloads of part b, started inside pod namespaces.
 
 mod agent;
-mod bpf_sys;
 mod control;
 mod datapath;
 mod e2e;
 mod kube_proxy;
 mod loadgen;
 mod manifests;
-mod packet;
 mod plot;
 mod report;
-mod stats;
+
+// Shared with weir-bench-policy; kept under their old names here.
+use weir_lab::bench::{bpf_sys, numbers as stats, packet};
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -58,7 +58,7 @@ impl Rng {
         Rng((nanos ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -72,7 +72,7 @@ impl Rng {
         if n == 0 {
             return 0;
         }
-        (((self.next() >> 32) * u64::from(n)) >> 32) as u32
+        (((self.next_u64() >> 32) * u64::from(n)) >> 32) as u32
     }
 }
 
