@@ -76,6 +76,7 @@ fn netpol_without_policies_the_whole_matrix_is_reachable() {
     let case = Case {
         name: "no-policy-changes",
         covers: "the harness's apply / wait / probe / reset path, true without enforcement",
+        theme: weir_lab::netpol::Theme::ServicesAndChanges,
         steps: vec![
             Step::new("a service, labels changed", Reachability::all())
                 .service(service.clone())

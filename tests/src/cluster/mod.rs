@@ -348,6 +348,49 @@ impl Cluster {
         Ok(pod)
     }
 
+    /// Creates a pod the way a kubelet does: its Pod object first (no
+    /// address yet, phase Pending), waits until every agent has synced it,
+    /// then CNI ADD; `right_after` runs the moment ADD returns, before the
+    /// object gets its `status.podIP` (so the agents know the address only
+    /// from the CNI registration). Then the object is completed.
+    pub fn add_pod_declared_first<T>(
+        &self,
+        node_index: usize,
+        spec: PodSpec,
+        right_after: impl FnOnce(&Pod) -> T,
+    ) -> Result<(Pod, T)> {
+        let node = self.node(node_index).clone();
+        self.ensure_namespace(&spec.namespace)?;
+        let before: Vec<f64> = self.agents.iter().map(sync_ok_count).collect();
+        let mut pending = spec.object(node.name(), Ipv4Addr::UNSPECIFIED);
+        pending["status"] = serde_json::json!({"phase": "Pending"});
+        self.apply(&pod_file(&spec.namespace, &spec.name), &[pending])?;
+        poll(SYNC_DEADLINE, || {
+            Ok(self
+                .agents
+                .iter()
+                .zip(&before)
+                .all(|(a, b)| sync_ok_count(a) > *b))
+        })
+        .context("waiting for the agents to sync the pending Pod object")?;
+        let pod = Pod::add(
+            &node,
+            &spec.namespace,
+            &spec.name,
+            &node.cni_config_with_agent(),
+        )?;
+        let out = right_after(&pod);
+        let record = PodRecord {
+            spec,
+            node: node.name().to_string(),
+            ip: pod.ip(),
+        };
+        self.write_pod(&record)?;
+        self.pods_lock()
+            .insert(pod_file(&record.spec.namespace, &record.spec.name), record);
+        Ok((pod, out))
+    }
+
     /// [`Cluster::add_pod`] plus a [`Server`] answering on the spec's
     /// container ports (TCP and UDP as declared).
     pub fn add_backend(&self, node_index: usize, spec: PodSpec) -> Result<(Pod, Server)> {
@@ -544,4 +587,11 @@ pub fn poll(deadline: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<D
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// An agent's `weir_sync_total{result="ok"}` (0 when unreadable).
+fn sync_ok_count(agent: &Agent) -> f64 {
+    agent
+        .metric("weir_sync_total{result=\"ok\"}")
+        .unwrap_or(0.0)
 }

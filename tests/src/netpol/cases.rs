@@ -24,12 +24,46 @@ use super::table::{On, Peer, Reachability};
 use super::{Model, PodId, network_policy};
 use crate::workload::Proto;
 
-/// One policy case: a name, the points of issue 4 it covers, and its steps.
+/// One policy case: a name, the points of issue 4 it covers, its theme
+/// (which lab test runs it) and its steps.
 #[derive(Debug, Clone)]
 pub struct Case {
     pub name: &'static str,
     pub covers: &'static str,
+    pub theme: Theme,
     pub steps: Vec<Step>,
+}
+
+/// The groups the lab tests run the cases in, one lab build each (see
+/// `tests/tests/netpol_cases.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Theme {
+    /// Default deny, allow-all, policy types, several policies on one pod.
+    Isolation,
+    /// Pod and namespace peers (AND vs OR), matchExpressions.
+    Selectors,
+    /// ipBlock with except; ports: numbers, protocols, names, endPort.
+    IpBlocksAndPorts,
+    /// Services judged on the backend; policy updates and label changes
+    /// (with established flows across them).
+    ServicesAndChanges,
+}
+
+impl Theme {
+    pub const ALL: [Theme; 4] = [
+        Theme::Isolation,
+        Theme::Selectors,
+        Theme::IpBlocksAndPorts,
+        Theme::ServicesAndChanges,
+    ];
+}
+
+/// The cases of one theme, for the addresses of `model`.
+pub fn cases_of(model: &Model, theme: Theme) -> Vec<Case> {
+    all_cases(model)
+        .into_iter()
+        .filter(|c| c.theme == theme)
+        .collect()
 }
 
 impl Case {
@@ -45,6 +79,8 @@ impl Case {
         Case {
             name,
             covers,
+            // `all_cases` sets each section's theme.
+            theme: Theme::Isolation,
             steps: vec![step],
         }
     }
@@ -61,6 +97,8 @@ pub struct Step {
     pub pod_labels: Vec<(PodId, BTreeMap<String, String>)>,
     /// Labels added to a namespace's `ns=<name>` and name label.
     pub namespace_labels: Vec<(&'static str, BTreeMap<String, String>)>,
+    /// Annotations of a namespace (e.g. `weir.io/policy-audit: "true"`).
+    pub namespace_annotations: Vec<(&'static str, BTreeMap<String, String>)>,
     /// Services, probed through their VIP from every other pod.
     pub services: Vec<ServiceCheck>,
     /// UDP flows opened before this step is applied (under the previous
@@ -90,6 +128,7 @@ impl Step {
             policies: Vec::new(),
             pod_labels: Vec::new(),
             namespace_labels: Vec::new(),
+            namespace_annotations: Vec::new(),
             services: Vec::new(),
             flows: Vec::new(),
             expected,
@@ -123,6 +162,23 @@ impl Step {
     pub fn label_namespace(mut self, ns: &'static str, labels: &[(&str, &str)]) -> Step {
         self.namespace_labels.push((ns, to_map(labels)));
         self
+    }
+
+    /// Adds annotations to a namespace.
+    pub fn annotate_namespace(mut self, ns: &'static str, annotations: &[(&str, &str)]) -> Step {
+        self.namespace_annotations.push((ns, to_map(annotations)));
+        self
+    }
+
+    /// The annotations of a namespace in this step.
+    pub fn namespace_annotations(&self, ns: &str) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for (n, annotations) in &self.namespace_annotations {
+            if *n == ns {
+                out.extend(annotations.clone());
+            }
+        }
+        out
     }
 
     pub fn service(mut self, service: ServiceCheck) -> Step {
@@ -295,6 +351,8 @@ pub fn all_cases(model: &Model) -> Vec<Case> {
     let node2_cidr = model.node(2).pod_cidr.to_string();
     let ip32 = |ns, name| model.pod_cidr32(PodId::new(ns, name));
     let mut cases = Vec::new();
+    // Where the current section starts; `set_theme` tags it at its end.
+    let mut section = 0;
 
     // ---- default deny and allow-all -------------------------------------------
 
@@ -374,6 +432,9 @@ pub fn all_cases(model: &Model) -> Vec<Case> {
         )],
         all().only_ingress(Peer::Ns("y"), Peer::Ns("y"), On::ALL),
     ));
+
+    set_theme(&mut cases[section..], Theme::Isolation);
+    section = cases.len();
 
     // ---- peers: pods, namespaces, AND vs OR -------------------------------------
 
@@ -488,6 +549,9 @@ pub fn all_cases(model: &Model) -> Vec<Case> {
             .allow(Peer::Ns("z"), xa(), On::udp(81)),
     ));
 
+    set_theme(&mut cases[section..], Theme::Selectors);
+    section = cases.len();
+
     // ---- matchExpressions ------------------------------------------------------------
 
     cases.push(Case::single(
@@ -566,6 +630,9 @@ pub fn all_cases(model: &Model) -> Vec<Case> {
         ),
     ));
 
+    set_theme(&mut cases[section..], Theme::Selectors);
+    section = cases.len();
+
     // ---- ipBlock against pod IPs -----------------------------------------------------
 
     cases.push(Case::single(
@@ -639,6 +706,9 @@ pub fn all_cases(model: &Model) -> Vec<Case> {
             On::udp(81),
         ),
     ));
+
+    set_theme(&mut cases[section..], Theme::IpBlocksAndPorts);
+    section = cases.len();
 
     // ---- ports: numbers, protocols, names, ranges --------------------------------------
 
@@ -749,6 +819,9 @@ pub fn all_cases(model: &Model) -> Vec<Case> {
         all().only_ingress(xa(), Peer::Any, On::udp(81)),
     ));
 
+    set_theme(&mut cases[section..], Theme::IpBlocksAndPorts);
+    section = cases.len();
+
     // ---- several policies on one pod --------------------------------------------------
 
     cases.push(Case::single(
@@ -780,11 +853,15 @@ pub fn all_cases(model: &Model) -> Vec<Case> {
         all().deny_ingress(Peer::Ns("x")).deny_egress(Peer::Ns("y")),
     ));
 
+    set_theme(&mut cases[section..], Theme::Isolation);
+    section = cases.len();
+
     // ---- Services: egress judged on the backend ----------------------------------------
 
     cases.push(Case {
         name: "service-egress-allowed-by-backend-labels",
         covers: "egress to a Service VIP is judged on the backend's labels (after DNAT)",
+        theme: Theme::ServicesAndChanges,
         steps: vec![
             Step::new(
                 "x may send only to y/b, the backend of y/web",
@@ -801,6 +878,7 @@ pub fn all_cases(model: &Model) -> Vec<Case> {
     cases.push(Case {
         name: "service-egress-denied-by-backend-labels",
         covers: "egress to a Service VIP is denied when the backend's labels are not allowed",
+        theme: Theme::ServicesAndChanges,
         steps: vec![
             Step::new(
                 "x may send only to y/a; the backend is y/b",
@@ -817,6 +895,7 @@ pub fn all_cases(model: &Model) -> Vec<Case> {
     cases.push(Case {
         name: "service-egress-ipblock-of-the-vip-range",
         covers: "an ipBlock holding the VIP does not allow service traffic: the peer is the backend",
+        theme: Theme::ServicesAndChanges,
         // Kubernetes leaves it undefined whether policy sees the address
         // before or after the service rewrite; Weir's contract (DESIGN.md,
         // docs/policy.md) is after DNAT, so the VIP never matches.
@@ -836,6 +915,7 @@ pub fn all_cases(model: &Model) -> Vec<Case> {
     cases.push(Case {
         name: "service-ingress-on-the-backend",
         covers: "the backend's ingress policy applies to traffic through the VIP",
+        theme: Theme::ServicesAndChanges,
         steps: vec![
             Step::new(
                 "y/b accepts only from z",
@@ -851,11 +931,15 @@ pub fn all_cases(model: &Model) -> Vec<Case> {
         ],
     });
 
+    set_theme(&mut cases[section..], Theme::ServicesAndChanges);
+    section = cases.len();
+
     // ---- changes: policy updates and label changes --------------------------------------
 
     cases.push(Case {
         name: "policy-updates",
         covers: "a policy replaced and then removed while the pods keep serving",
+        theme: Theme::ServicesAndChanges,
         steps: vec![
             Step::new("deny ingress to x", all().deny_ingress(Peer::Ns("x")))
                 .policy(deny_ingress("x")),
@@ -891,6 +975,7 @@ pub fn all_cases(model: &Model) -> Vec<Case> {
     cases.push(Case {
         name: "label-change-of-a-peer",
         covers: "relabelling a client pod changes what it may reach",
+        theme: Theme::ServicesAndChanges,
         steps: vec![
             Step::new(
                 "x/a accepts pod=b of x",
@@ -934,6 +1019,7 @@ pub fn all_cases(model: &Model) -> Vec<Case> {
     cases.push(Case {
         name: "label-change-of-the-selected-pod",
         covers: "relabelling pods changes which pods a policy isolates",
+        theme: Theme::ServicesAndChanges,
         steps: vec![
             Step::new("deny ingress to pod=a of x", all().deny_ingress(xa())).policy(
                 network_policy(
@@ -968,6 +1054,7 @@ pub fn all_cases(model: &Model) -> Vec<Case> {
     cases.push(Case {
         name: "label-change-of-a-namespace",
         covers: "relabelling a namespace changes what its namespaceSelector peers match",
+        theme: Theme::ServicesAndChanges,
         steps: vec![
             Step::new(
                 "x/a accepts team=blue namespaces; there are none",
@@ -992,6 +1079,13 @@ pub fn all_cases(model: &Model) -> Vec<Case> {
             .label_namespace("y", &[("team", "blue")]),
         ],
     });
+    set_theme(&mut cases[section..], Theme::ServicesAndChanges);
 
     cases
+}
+
+fn set_theme(cases: &mut [Case], theme: Theme) {
+    for case in cases {
+        case.theme = theme;
+    }
 }

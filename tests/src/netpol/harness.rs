@@ -30,7 +30,9 @@ use serde_json::Value;
 
 use super::cases::{Case, FlowCheck, ServiceCheck, Step};
 use super::table::{Cell, Observed, PORT_PROTOS, Reachability, compare, render};
-use super::{Model, ModelNode, NAMESPACES, POD_COUNT, PodId, namespace_object};
+use super::{
+    Model, ModelNode, NAMESPACES, POD_COUNT, PodId, namespace_object, namespace_object_annotated,
+};
 use crate::cluster::{Cluster, SYNC_DEADLINE, UdpFlow, poll};
 use crate::pod::Pod;
 use crate::workload::{ProbeOutcome, ProbeResult, Proto, ServeGuard};
@@ -69,6 +71,54 @@ pub struct ProbeReport {
     /// Cells probed again because they mismatched at first.
     pub retried: usize,
     pub observed: Observed,
+}
+
+/// What [`NetpolLab::run_cases`] did: every case's wall time, and the
+/// cases that failed.
+#[derive(Debug, Clone, Default)]
+pub struct CaseRun {
+    pub times: Vec<(&'static str, Duration)>,
+    pub failures: Vec<CaseFailure>,
+}
+
+/// One failed case: its name and the whole error (the step, and the
+/// table with the mismatching cells marked).
+#[derive(Debug, Clone)]
+pub struct CaseFailure {
+    pub case: &'static str,
+    pub error: String,
+}
+
+impl CaseRun {
+    pub fn total(&self) -> Duration {
+        self.times.iter().map(|(_, t)| *t).sum()
+    }
+
+    /// `Err` naming every failed case with its error, after a summary.
+    pub fn into_result(self) -> Result<()> {
+        println!(
+            "{} cases in {:.1?}, {} failed",
+            self.times.len(),
+            self.total(),
+            self.failures.len()
+        );
+        if self.failures.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<&str> = self.failures.iter().map(|f| f.case).collect();
+        let details: Vec<String> = self
+            .failures
+            .iter()
+            .map(|f| format!("=== case {} ===\n{}", f.case, f.error))
+            .collect();
+        bail!(
+            "{} of {} cases failed: {}\n\n{}",
+            self.failures.len(),
+            self.times.len(),
+            names.join(", "),
+            details.join("\n\n")
+        )
+    }
 }
 
 /// One probe to run.
@@ -154,9 +204,14 @@ impl NetpolLab {
         let mut changed = false;
         for ns in NAMESPACES {
             let labels = step.namespace_labels(ns);
-            if labels != self.current.namespace_labels(ns) {
-                self.cluster
-                    .apply(&namespace_file(ns), &[namespace_object(ns, &labels)])?;
+            let annotations = step.namespace_annotations(ns);
+            if labels != self.current.namespace_labels(ns)
+                || annotations != self.current.namespace_annotations(ns)
+            {
+                self.cluster.apply(
+                    &namespace_file(ns),
+                    &[namespace_object_annotated(ns, &labels, &annotations)],
+                )?;
                 changed = true;
             }
         }
@@ -318,9 +373,42 @@ impl NetpolLab {
         })
     }
 
+    /// Runs every case (see [`NetpolLab::run_case`]), going on after a
+    /// failure: each failure names its case and holds the error, with the
+    /// rendered table of mismatching cells. Prints one line per case.
+    pub fn run_cases(&mut self, cases: &[Case]) -> CaseRun {
+        let mut run = CaseRun::default();
+        for case in cases {
+            let started = Instant::now();
+            let result = self.run_case(case);
+            let took = started.elapsed();
+            run.times.push((case.name, took));
+            match result {
+                Ok(()) => println!("case {}: ok in {took:.1?}", case.name),
+                Err(err) => {
+                    println!("case {}: FAILED in {took:.1?}: {err:#}", case.name);
+                    run.failures.push(CaseFailure {
+                        case: case.name,
+                        error: format!("{err:#}"),
+                    });
+                }
+            }
+        }
+        run
+    }
+
     /// Runs every step of `case` (open its flows, apply, check the flows
-    /// and the matrix), then resets the lab.
+    /// and the matrix), then resets the lab, also when a step failed (the
+    /// next case starts from the initial state either way).
     pub fn run_case(&mut self, case: &Case) -> Result<()> {
+        let result = self.run_steps(case);
+        let reset = self
+            .reset()
+            .with_context(|| format!("resetting after case {}", case.name));
+        result.and(reset.map(drop))
+    }
+
+    fn run_steps(&mut self, case: &Case) -> Result<()> {
         for (i, step) in case.steps.iter().enumerate() {
             let flows = self
                 .open_flows(&step.flows)
@@ -337,8 +425,6 @@ impl NetpolLab {
             self.check(&step.expected, &step.services)
                 .with_context(|| format!("case {} step {i} ({})", case.name, step.what))?;
         }
-        self.reset()
-            .with_context(|| format!("resetting after case {}", case.name))?;
         Ok(())
     }
 

@@ -28,6 +28,7 @@
 
 pub mod cases;
 pub mod harness;
+pub mod monitor;
 pub mod table;
 
 #[cfg(test)]
@@ -41,8 +42,8 @@ use serde_json::{Value, json};
 use crate::cluster::objects::PodSpec;
 use crate::workload::Proto;
 
-pub use cases::{Case, FlowCheck, ServiceCheck, Step};
-pub use harness::NetpolLab;
+pub use cases::{Case, FlowCheck, ServiceCheck, Step, Theme, all_cases, cases_of};
+pub use harness::{CaseFailure, CaseRun, NetpolLab};
 pub use table::{
     Cell, Mismatch, Observed, On, PORT_PROTOS, Peer, Reachability, compare, render, render_expected,
 };
@@ -188,7 +189,11 @@ impl Model {
         let mut out: Vec<Value> = self.nodes.iter().map(node_object).collect();
         out.push(namespace_object("default", &BTreeMap::new()));
         for ns in NAMESPACES {
-            out.push(namespace_object(ns, &step.namespace_labels(ns)));
+            out.push(namespace_object_annotated(
+                ns,
+                &step.namespace_labels(ns),
+                &step.namespace_annotations(ns),
+            ));
         }
         for pod in PodId::all() {
             out.push(self.pod_object(pod, &step.pod_labels(pod)));
@@ -222,17 +227,30 @@ pub fn node_object(node: &ModelNode) -> Value {
 /// A Namespace of the model: `kubernetes.io/metadata.name=<ns>`, `ns=<ns>`
 /// (for the model's three) and `extra`.
 pub fn namespace_object(name: &str, extra: &BTreeMap<String, String>) -> Value {
+    namespace_object_annotated(name, extra, &BTreeMap::new())
+}
+
+/// [`namespace_object`] with annotations (e.g. `weir.io/policy-audit`).
+pub fn namespace_object_annotated(
+    name: &str,
+    extra: &BTreeMap<String, String>,
+    annotations: &BTreeMap<String, String>,
+) -> Value {
     let mut labels =
         BTreeMap::from([("kubernetes.io/metadata.name".to_string(), name.to_string())]);
     if NAMESPACES.contains(&name) {
         labels.insert("ns".to_string(), name.to_string());
     }
     labels.extend(extra.clone());
-    json!({
+    let mut obj = json!({
         "apiVersion": "v1",
         "kind": "Namespace",
         "metadata": {"name": name, "labels": labels},
-    })
+    });
+    if !annotations.is_empty() {
+        obj["metadata"]["annotations"] = json!(annotations);
+    }
+    obj
 }
 
 /// A NetworkPolicy object.
