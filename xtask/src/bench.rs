@@ -28,17 +28,32 @@ pub fn cni(pairs: u32) -> Result<()> {
 }
 
 pub fn lb(args: &[String]) -> Result<()> {
-    privilege::require_root(
+    with_ebpf_object(
+        "weir-bench-lb",
         "`cargo xtask bench lb` (it loads BPF programs and creates network namespaces)",
-    )?;
+        args,
+    )
+}
+
+pub fn policy(args: &[String]) -> Result<()> {
+    with_ebpf_object(
+        "weir-bench-policy",
+        "`cargo xtask bench policy` (it loads BPF programs and mounts a scratch bpffs)",
+        args,
+    )
+}
+
+/// Setup, build, then `<bin> run --ebpf-object <object> --out docs/benchmarks.md <args>`.
+fn with_ebpf_object(bin: &str, why_root: &str, args: &[String]) -> Result<()> {
+    privilege::require_root(why_root)?;
     proc::heading("setup");
     setup::run()?;
     proc::heading("build");
     let built = compile::run(false, compile::Scope::Binaries)?;
-    proc::heading("bench lb");
+    proc::heading(bin);
     let root = paths::workspace_root()?;
     proc::run(
-        std::process::Command::new(built.bin_dir.join("weir-bench-lb"))
+        std::process::Command::new(built.bin_dir.join(bin))
             .current_dir(&root)
             .arg("run")
             .arg("--ebpf-object")

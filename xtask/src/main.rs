@@ -77,6 +77,13 @@ enum Bench {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// NetworkPolicy: datapath ns/packet with 1 vs 1,000 policies, compile-and-program time and
+    /// map memory at 1,000 pods x 3 nodes x 200 policies (needs root).
+    Policy {
+        /// Arguments for weir-bench-policy, after `--` (e.g. `-- --parts program`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -105,5 +112,8 @@ fn run(task: Task) -> Result<()> {
         Task::Bench {
             bench: Bench::Lb { args },
         } => bench::lb(&args),
+        Task::Bench {
+            bench: Bench::Policy { args },
+        } => bench::policy(&args),
     }
 }
