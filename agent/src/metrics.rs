@@ -12,6 +12,8 @@ use weir_common::{DropReason, metrics::Direction};
 
 use crate::daemon::seams::DatapathStats;
 use crate::k8s::{Kind, ObjectCounts};
+use crate::policy::PlanStats;
+use weir_common::policy as policy_maps;
 
 /// The content type of [`Metrics::render`].
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -81,6 +83,52 @@ pub struct Programmed {
     pub backends: u64,
 }
 
+/// What one policy step (compile, then write) did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PolicyRecord {
+    /// `ok`, `refused` (over capacity) or `error`.
+    pub outcome: &'static str,
+    pub compile: Duration,
+    /// Zero when nothing was written.
+    pub apply: Duration,
+    pub stats: PlanStats,
+    pub revision: u32,
+    pub compile_errors: usize,
+}
+
+/// Policy state for /metrics.
+#[derive(Clone, Debug)]
+struct PolicyState {
+    syncs: BTreeMap<&'static str, u64>,
+    compile_latency: Histogram,
+    apply_latency: Histogram,
+    compile_errors: usize,
+    /// What the maps hold (the last plan written).
+    programmed: Option<(PlanStats, u32)>,
+    drops: BTreeMap<(String, String), u64>,
+    events_lost: u64,
+    monitor_subscribers: usize,
+    monitor_published: u64,
+    monitor_dropped: u64,
+}
+
+impl Default for PolicyState {
+    fn default() -> Self {
+        Self {
+            syncs: BTreeMap::new(),
+            compile_latency: Histogram::new(&LATENCY_BUCKETS),
+            apply_latency: Histogram::new(&LATENCY_BUCKETS),
+            compile_errors: 0,
+            programmed: None,
+            drops: BTreeMap::new(),
+            events_lost: 0,
+            monitor_subscribers: 0,
+            monitor_published: 0,
+            monitor_dropped: 0,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 struct State {
     syncs_ok: u64,
@@ -102,6 +150,7 @@ struct State {
     records_dropped_at_start: u64,
     gc_expired: u64,
     datapath: DatapathStats,
+    policy: PolicyState,
     ready: bool,
 }
 
@@ -127,6 +176,7 @@ impl Default for State {
             records_dropped_at_start: 0,
             gc_expired: 0,
             datapath: DatapathStats::default(),
+            policy: PolicyState::default(),
             ready: false,
         }
     }
@@ -216,6 +266,38 @@ impl Metrics {
 
     pub fn set_ready(&self, ready: bool) {
         self.with(|s| s.ready = ready);
+    }
+
+    /// A finished policy step.
+    pub fn record_policy(&self, record: &PolicyRecord) {
+        self.with(|s| {
+            let p = &mut s.policy;
+            *p.syncs.entry(record.outcome).or_default() += 1;
+            p.compile_latency.observe(record.compile.as_secs_f64());
+            p.compile_errors = record.compile_errors;
+            if record.outcome == "ok" {
+                p.apply_latency.observe(record.apply.as_secs_f64());
+                p.programmed = Some((record.stats, record.revision));
+            }
+        });
+    }
+
+    /// Drops by (policy, direction) and lost events, as the datapath
+    /// counts them.
+    pub fn set_policy_counters(&self, drops: BTreeMap<(String, String), u64>, events_lost: u64) {
+        self.with(|s| {
+            s.policy.drops = drops;
+            s.policy.events_lost = events_lost;
+        });
+    }
+
+    /// The `weirctl monitor` fan-out.
+    pub fn set_monitor(&self, subscribers: usize, published: u64, dropped: u64) {
+        self.with(|s| {
+            s.policy.monitor_subscribers = subscribers;
+            s.policy.monitor_published = published;
+            s.policy.monitor_dropped = dropped;
+        });
     }
 
     /// The exposition text.
@@ -435,6 +517,7 @@ impl Metrics {
             "Conntrack entries expired by the agent's GC.",
             s.gc_expired as f64,
         );
+        render_policy(&s.policy, &mut out);
         out.gauge(
             "weir_ready",
             "1 once the first full sync is done.",
@@ -442,6 +525,119 @@ impl Metrics {
         );
         out.text
     }
+}
+
+fn render_policy(p: &PolicyState, out: &mut Exposition) {
+    out.family(
+        "weir_policy_syncs_total",
+        "NetworkPolicy compiles and writes, by result (refused: the plan did not fit the maps).",
+        "counter",
+    );
+    for result in ["ok", "refused", "error"] {
+        let count = p.syncs.get(result).copied().unwrap_or(0);
+        out.sample(
+            "weir_policy_syncs_total",
+            &[("result", result)],
+            count as f64,
+        );
+    }
+    out.histogram(
+        "weir_policy_compile_duration_seconds",
+        "Time to compile the objects into this node's policy plan.",
+        &[],
+        &p.compile_latency,
+    );
+    out.histogram(
+        "weir_policy_apply_duration_seconds",
+        "Time to write a policy plan into the maps.",
+        &[],
+        &p.apply_latency,
+    );
+    out.gauge(
+        "weir_policy_compile_errors",
+        "Problems in NetworkPolicy and related objects in the last compile (each fails closed).",
+        p.compile_errors as f64,
+    );
+    let (stats, revision) = p.programmed.unwrap_or_default();
+    out.gauge(
+        "weir_policy_revision",
+        "Policy revision in the maps (conntrack re-checks flows of older ones).",
+        f64::from(revision),
+    );
+    out.gauge(
+        "weir_policy_map_bytes",
+        "Upper bound of the kernel memory the policy maps' entries take.",
+        stats.map_bytes() as f64,
+    );
+    out.family(
+        "weir_policy_map_entries",
+        "Entries in each policy map, as programmed.",
+        "gauge",
+    );
+    for (map, entries) in [
+        (policy_maps::IPCACHE, stats.ipcache_entries),
+        (policy_maps::POLICY, stats.policy_entries),
+        (policy_maps::POLICY_ENDPOINTS, stats.endpoints),
+    ] {
+        out.sample("weir_policy_map_entries", &[("map", map)], entries as f64);
+    }
+    out.family(
+        "weir_policy_identities",
+        "Identities in use, by kind (pod label sets, ipBlock prefixes).",
+        "gauge",
+    );
+    out.sample(
+        "weir_policy_identities",
+        &[("kind", "pod")],
+        stats.identities as f64,
+    );
+    out.sample(
+        "weir_policy_identities",
+        &[("kind", "cidr")],
+        stats.cidr_identities as f64,
+    );
+    out.gauge(
+        "weir_policy_endpoints",
+        "Local pods with a policy endpoint entry.",
+        stats.endpoints as f64,
+    );
+    out.gauge(
+        "weir_policy_rules",
+        "Rule ids the programmed entries and isolations name.",
+        stats.rules as f64,
+    );
+    out.family(
+        "weir_policy_drops_total",
+        "Packets dropped by NetworkPolicy, by the isolating policy and direction.",
+        "counter",
+    );
+    for ((policy, direction), count) in &p.drops {
+        out.sample(
+            "weir_policy_drops_total",
+            &[("policy", policy), ("direction", direction)],
+            *count as f64,
+        );
+    }
+    out.counter(
+        "weir_policy_events_lost_total",
+        "Policy events the datapath did not deliver (rate limit or full ring).",
+        p.events_lost as f64,
+    );
+    out.gauge(
+        "weir_policy_monitor_subscribers",
+        "Clients streaming policy events (weirctl monitor).",
+        p.monitor_subscribers as f64,
+    );
+    out.counter(
+        "weir_policy_monitor_events_total",
+        "Policy events decoded for monitor subscribers.",
+        p.monitor_published as f64,
+    );
+    out.counter(
+        "weir_policy_monitor_dropped_total",
+        "Policy events slow monitor subscribers missed.",
+        p.monitor_dropped as f64,
+    );
 }
 
 fn packet_count(
@@ -702,6 +898,71 @@ mod tests {
                     .unwrap_or(name);
                 assert!(announced.contains(family), "{l} has no TYPE line");
             }
+        }
+    }
+
+    #[test]
+    fn policy_families_report_the_programmed_plan() {
+        let m = Metrics::new();
+        let stats = PlanStats {
+            identities: 3,
+            cidr_identities: 2,
+            ipcache_entries: 10,
+            endpoints: 4,
+            policy_entries: 20,
+            rules: 6,
+        };
+        m.record_policy(&PolicyRecord {
+            outcome: "ok",
+            compile: Duration::from_millis(2),
+            apply: Duration::from_millis(1),
+            stats,
+            revision: 7,
+            compile_errors: 0,
+        });
+        // A refused plan counts, but the maps still hold revision 7.
+        m.record_policy(&PolicyRecord {
+            outcome: "refused",
+            stats: PlanStats {
+                policy_entries: 1 << 30,
+                ..stats
+            },
+            revision: 8,
+            compile_errors: 2,
+            ..PolicyRecord::default()
+        });
+        let mut drops = BTreeMap::new();
+        drops.insert(("x/deny-all".to_string(), "ingress".to_string()), 5);
+        m.set_policy_counters(drops, 3);
+        m.set_monitor(1, 10, 2);
+        let text = m.render();
+        for (prefix, want) in [
+            ("weir_policy_syncs_total{result=\"ok\"}", "1"),
+            ("weir_policy_syncs_total{result=\"refused\"}", "1"),
+            ("weir_policy_syncs_total{result=\"error\"}", "0"),
+            ("weir_policy_compile_duration_seconds_count", "2"),
+            ("weir_policy_apply_duration_seconds_count", "1"),
+            ("weir_policy_compile_errors", "2"),
+            ("weir_policy_revision", "7"),
+            ("weir_policy_map_bytes", &(30 * 128 + 4 * 96).to_string()),
+            ("weir_policy_map_entries{map=\"weir_policy_v1\"}", "20"),
+            ("weir_policy_map_entries{map=\"weir_ipcache4_v1\"}", "10"),
+            ("weir_policy_map_entries{map=\"weir_policy_ep_v1\"}", "4"),
+            ("weir_policy_identities{kind=\"pod\"}", "3"),
+            ("weir_policy_identities{kind=\"cidr\"}", "2"),
+            ("weir_policy_endpoints", "4"),
+            ("weir_policy_rules", "6"),
+            (
+                "weir_policy_drops_total{policy=\"x/deny-all\",direction=\"ingress\"}",
+                "5",
+            ),
+            ("weir_policy_events_lost_total", "3"),
+            ("weir_policy_monitor_subscribers", "1"),
+            ("weir_policy_monitor_events_total", "10"),
+            ("weir_policy_monitor_dropped_total", "2"),
+        ] {
+            let l = line(&text, prefix);
+            assert_eq!(l.rsplit(' ').next().unwrap(), want, "{l}");
         }
     }
 

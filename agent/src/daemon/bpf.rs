@@ -7,14 +7,20 @@ use std::collections::{BTreeSet, HashSet};
 use std::ffi::CStr;
 use std::net::Ipv4Addr;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 use weir_common::endpoint::{EndpointInfo, ep_flags};
+use weir_common::policy::PolicyEvent;
 
 use super::bpf_walks::PinnedWalks;
-use super::seams::{self, ApplyStats, DatapathStats, GcStats, MapFill, PacketCount};
+use super::seams::{
+    self, ApplyStats, DatapathStats, GcStats, MapFill, PacketCount, PolicyApplyStats,
+    PolicyCounters, PolicyEventSource, PolicySettings,
+};
 use crate::datapath::{self as dp, LoadOptions};
 use crate::plan::DesiredState;
+use crate::policy::{Capacities, PolicyPlan};
 use crate::registry::EndpointRecord;
 use crate::registry::record::parse_mac;
 
@@ -230,6 +236,84 @@ impl seams::Datapath for BpfDatapath {
             scanned: gc.entries,
             expired: gc.deleted,
         })
+    }
+
+    fn policy_revision(&mut self) -> anyhow::Result<u32> {
+        Ok(self.inner.policy_config()?.revision)
+    }
+
+    fn policy_capacities(&self) -> Capacities {
+        self.inner.policy().capacities()
+    }
+
+    fn set_policy_settings(&mut self, settings: &PolicySettings) -> anyhow::Result<()> {
+        self.inner.set_policy_settings(
+            settings.audit_all,
+            settings.events_per_sec,
+            settings.allow_sample,
+        )?;
+        Ok(())
+    }
+
+    fn apply_policy(&mut self, plan: &PolicyPlan) -> anyhow::Result<PolicyApplyStats> {
+        let stats = self.inner.apply_policy(plan)?;
+        if stats.failed > 0 {
+            // Some entries are missing: the pods concerned are not policed
+            // as planned. The caller retries (and fails waiting ADDs).
+            anyhow::bail!(
+                "{} policy map writes failed (revision {})",
+                stats.failed,
+                stats.revision
+            );
+        }
+        if stats.adopted {
+            info!(
+                revision = stats.revision,
+                "policy maps adopted from their pins"
+            );
+        }
+        Ok(PolicyApplyStats {
+            map_writes: stats.written() + stats.deleted(),
+            revision: stats.revision,
+        })
+    }
+
+    fn policy_counters(&mut self) -> anyhow::Result<PolicyCounters> {
+        Ok(PolicyCounters {
+            drops: self.inner.policy_drops()?,
+            events_lost: self.inner.policy_events_lost()?,
+        })
+    }
+
+    fn policy_events(&mut self) -> anyhow::Result<Option<Box<dyn PolicyEventSource>>> {
+        let reader = self.inner.policy_event_reader()?;
+        Ok(Some(Box::new(RingEvents {
+            reader,
+            next_warning: Instant::now(),
+        })))
+    }
+}
+
+/// The pinned event ring as a [`PolicyEventSource`].
+struct RingEvents {
+    reader: dp::PolicyEventReader,
+    next_warning: Instant,
+}
+
+impl PolicyEventSource for RingEvents {
+    fn next(&mut self, timeout: Duration) -> Option<PolicyEvent> {
+        match self.reader.next(timeout) {
+            Ok(event) => event,
+            Err(e) => {
+                // A failing poll must not spin the thread or flood the log.
+                if Instant::now() >= self.next_warning {
+                    warn!(error = %e, "reading the policy event ring failed");
+                    self.next_warning = Instant::now() + Duration::from_secs(60);
+                }
+                std::thread::sleep(timeout);
+                None
+            }
+        }
     }
 }
 

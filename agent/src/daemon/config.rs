@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 
+use super::seams::PolicySettings;
 use crate::plan::Algorithm;
 
 /// `weir-agent` command line.
@@ -61,6 +62,22 @@ pub struct Flags {
     #[arg(long, value_name = "IP,...", value_delimiter = ',')]
     pub nodeport_addresses: Vec<Ipv4Addr>,
 
+    /// NetworkPolicy audit mode for the whole node: would-be drops pass
+    /// and are reported as audit events (per namespace:
+    /// the `weir.io/policy-audit: "true"` annotation).
+    #[arg(long)]
+    pub policy_audit: bool,
+
+    /// Policy verdict events per second per CPU; more are counted as lost
+    /// (`weir_policy_events_lost_total`). 0: no limit.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub policy_events_per_sec: u32,
+
+    /// Emit an event for one in N allowed new flows (0: none; `weirctl
+    /// monitor --pod` still sees every allow of its pod).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub policy_allow_sample: u32,
+
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -110,6 +127,7 @@ pub struct Config {
     pub cgroup: Option<PathBuf>,
     pub netdev: String,
     pub nodeport_addresses: Option<Vec<Ipv4Addr>>,
+    pub policy: PolicySettings,
 }
 
 impl Config {
@@ -141,6 +159,11 @@ impl Config {
             netdev: flags.netdev.clone(),
             nodeport_addresses: (!flags.nodeport_addresses.is_empty())
                 .then(|| flags.nodeport_addresses.clone()),
+            policy: PolicySettings {
+                audit_all: flags.policy_audit,
+                events_per_sec: flags.policy_events_per_sec,
+                allow_sample: flags.policy_allow_sample,
+            },
         })
     }
 
@@ -173,6 +196,14 @@ mod tests {
         assert_eq!(config.netdev, "eth0");
         assert_eq!(config.cgroup, None);
         assert_eq!(config.nodeport_addresses, None);
+        assert_eq!(
+            config.policy,
+            PolicySettings {
+                audit_all: false,
+                events_per_sec: 1000,
+                allow_sample: 0,
+            }
+        );
     }
 
     #[test]
@@ -199,6 +230,11 @@ mod tests {
             "10.0.0.1,10.0.0.2",
             "--log-format",
             "json",
+            "--policy-audit",
+            "--policy-events-per-sec",
+            "50",
+            "--policy-allow-sample",
+            "100",
         ])
         .unwrap();
         let config = Config::from_flags(&flags).unwrap();
@@ -212,6 +248,15 @@ mod tests {
             Some(vec![Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2)])
         );
         assert_eq!(flags.log_format, LogFormat::Json);
+        assert_eq!(
+            config.policy,
+            PolicySettings {
+                audit_all: true,
+                events_per_sec: 50,
+                allow_sample: 100,
+            }
+        );
         assert!(Flags::try_parse_from(["weir-agent", "--lb-algorithm", "roundrobin"]).is_err());
+        assert!(Flags::try_parse_from(["weir-agent", "--policy-events-per-sec", "-1"]).is_err());
     }
 }

@@ -15,6 +15,8 @@ pub mod bpf;
 mod bpf_walks;
 pub mod cluster;
 pub mod config;
+pub mod events;
+pub mod policy_sync;
 pub mod reconciler;
 pub mod seams;
 pub mod source;
@@ -32,7 +34,7 @@ use tracing::{error, info, warn};
 
 use crate::http::{self, Health};
 use crate::metrics::Metrics;
-use crate::registry::{RecordStore, server};
+use crate::registry::{MonitorHub, RecordStore, server};
 use crate::routes::RouteProgrammer;
 
 pub use config::{Config, Flags, SourceKind};
@@ -121,7 +123,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         node_name: config.node_name.clone(),
         default_algorithm: config.default_algorithm,
         nodeport_addresses: config.nodeport_addresses.clone(),
+        policy: config.policy,
     };
+    let hub = MonitorHub::default();
     let mut reconciler = Reconciler::new(
         ctx.clone(),
         settings,
@@ -130,7 +134,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         seams::NetlinkLinks(handle.clone()),
         RouteProgrammer::new(handle),
         store,
-    );
+    )
+    .with_monitor(hub.clone());
     reconciler.adopt().await?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -143,6 +148,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         listener,
         socket_path.clone(),
         request_tx,
+        Some(hub),
         stop_rx.clone(),
     ));
     info!(socket = %socket_path.display(), "registration socket open");

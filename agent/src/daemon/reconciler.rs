@@ -8,14 +8,18 @@
 //! it. Nothing is applied before the sources synced: a plan from a
 //! partial view would delete the state a restarted agent adopted.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, error, info, warn};
 
-use super::seams::{Datapath, LinkTable, RouteSync, SnapshotHolder, Source, SourceView};
+use super::events::EventReader;
+use super::policy_sync::{PolicyInputs, PolicyOutcome, PolicySync};
+use super::seams::{
+    Datapath, LinkTable, PolicySettings, RouteSync, SnapshotHolder, Source, SourceView,
+};
 use super::walker::{Walked, Walker};
 use crate::http::Health;
 use crate::k8s::{ObjectName, ObjectWarning};
@@ -25,7 +29,8 @@ use crate::registry::rebuild::{self, Verdict};
 use crate::registry::record::{self, validate_container_id, validate_ifname};
 use crate::registry::server::{Registration, stopped};
 use crate::registry::{
-    AttachmentKey, EndpointRecord, EndpointSpec, ErrorCode, Op, RecordStore, Registry, Response,
+    AttachmentKey, EndpointRecord, EndpointSpec, ErrorCode, MonitorHub, Op, RecordStore, Registry,
+    Response,
 };
 use crate::services::{IncrementalPlanner, PlanContext};
 
@@ -42,6 +47,7 @@ pub struct PlanSettings {
     pub node_name: String,
     pub default_algorithm: Algorithm,
     pub nodeport_addresses: Option<Vec<std::net::Ipv4Addr>>,
+    pub policy: PolicySettings,
 }
 
 /// The loop's clocks.
@@ -89,6 +95,8 @@ enum Wake {
     Tick,
     /// A walk's result (`None`: the walker thread is gone).
     Walked(Option<Walked>),
+    /// The pods monitor subscribers watch changed (`false`: the hub is gone).
+    Watched(bool),
 }
 
 /// A registration accepted and waiting for the sync that programs it.
@@ -137,6 +145,14 @@ pub struct Reconciler<D, L, R> {
     /// (if the datapath offers them); else `housekeeping` runs them.
     walker: Option<Walker>,
     walked: Option<mpsc::UnboundedReceiver<Walked>>,
+    policy: PolicySync,
+    /// `weirctl monitor` subscribers; their watched pods get EMIT_ALLOWS.
+    monitor: Option<MonitorHub>,
+    watched: Option<watch::Receiver<BTreeMap<ObjectName, usize>>>,
+    events: Option<EventReader>,
+    /// When to re-read the netns' addresses (the veth gateways) for policy.
+    next_host_addresses: Instant,
+    next_policy_counters: Instant,
 }
 
 impl<D: Datapath, L: LinkTable, R: RouteSync> Reconciler<D, L, R> {
@@ -151,6 +167,7 @@ impl<D: Datapath, L: LinkTable, R: RouteSync> Reconciler<D, L, R> {
         store: RecordStore,
     ) -> Self {
         let now = Instant::now();
+        let policy = PolicySync::new(settings.policy);
         Self {
             ctx,
             settings,
@@ -174,7 +191,21 @@ impl<D: Datapath, L: LinkTable, R: RouteSync> Reconciler<D, L, R> {
             next_routes: now + timing.routes_every,
             walker: None,
             walked: None,
+            policy,
+            monitor: None,
+            watched: None,
+            events: None,
+            next_host_addresses: now,
+            next_policy_counters: now,
         }
+    }
+
+    /// Serves policy events to `hub`'s subscribers, and sets EMIT_ALLOWS
+    /// on the pods they watch.
+    pub fn with_monitor(mut self, hub: MonitorHub) -> Self {
+        self.watched = Some(hub.watched());
+        self.monitor = Some(hub);
+        self
     }
 
     pub fn registry(&self) -> &Registry {
@@ -222,6 +253,22 @@ impl<D: Datapath, L: LinkTable, R: RouteSync> Reconciler<D, L, R> {
         }
         blocking(|| self.datapath.retain_pods(&kept))
             .map_err(|e| anyhow::anyhow!("re-attaching {} adopted pods: {e:#}", kept.len()))?;
+        // Policy continues after the pinned revision, so flows admitted
+        // before the restart are re-checked against the first new plan.
+        let settings = *self.policy.settings();
+        let revision = blocking(|| {
+            self.datapath.set_policy_settings(&settings)?;
+            self.datapath.policy_revision()
+        })
+        .map_err(|e| anyhow::anyhow!("reading and configuring the policy maps: {e:#}"))?;
+        self.policy.seed(revision);
+        info!(
+            pinned_revision = revision,
+            audit_all = settings.audit_all,
+            events_per_sec = settings.events_per_sec,
+            allow_sample = settings.allow_sample,
+            "policy settings written"
+        );
         for record in kept {
             self.registry.insert(record);
         }
@@ -246,6 +293,7 @@ impl<D: Datapath, L: LinkTable, R: RouteSync> Reconciler<D, L, R> {
         mut stop: watch::Receiver<bool>,
     ) {
         self.take_view(source.current(), Duration::ZERO);
+        self.start_event_reader();
         let mut source_open = true;
         let mut requests_open = true;
         let mut tick = tokio::time::interval(self.timing.tick);
@@ -260,6 +308,7 @@ impl<D: Datapath, L: LinkTable, R: RouteSync> Reconciler<D, L, R> {
                 request = requests.recv(), if requests_open => Wake::Request(request.map(Box::new)),
                 () = sleep_until(flush_at), if flush_at.is_some() => Wake::Flush,
                 walked = next_walked(&mut self.walked), if self.walked.is_some() => Wake::Walked(walked),
+                open = watched_changed(&mut self.watched), if self.watched.is_some() => Wake::Watched(open),
                 _ = tick.tick() => Wake::Tick,
             };
             match wake {
@@ -277,6 +326,8 @@ impl<D: Datapath, L: LinkTable, R: RouteSync> Reconciler<D, L, R> {
                 Wake::Flush => self.sync().await,
                 Wake::Tick => self.housekeeping().await,
                 Wake::Walked(walked) => self.take_walked(walked),
+                Wake::Watched(true) => self.mark_dirty(self.timing.registration_window),
+                Wake::Watched(false) => self.watched = None,
             }
         }
         info!("stopping: finishing accepted work");
@@ -330,6 +381,7 @@ impl<D: Datapath, L: LinkTable, R: RouteSync> Reconciler<D, L, R> {
             Op::Register { .. } => "register",
             Op::Deregister { .. } => "deregister",
             Op::Ping => "ping",
+            Op::Monitor(_) => "monitor",
         };
         let outcome = match op {
             Op::Register { endpoint } => self.register(endpoint).await,
@@ -338,6 +390,11 @@ impl<D: Datapath, L: LinkTable, R: RouteSync> Reconciler<D, L, R> {
                 ifname,
             } => self.deregister(container_id, ifname),
             Op::Ping => Err(Response::ok()),
+            // The socket serves these itself; one here is a bug upstream.
+            Op::Monitor(_) => Err(Response::error(
+                ErrorCode::BadRequest,
+                "monitor is a stream the socket serves, not a loop request",
+            )),
         };
         match outcome {
             Ok(key) => {
@@ -353,7 +410,7 @@ impl<D: Datapath, L: LinkTable, R: RouteSync> Reconciler<D, L, R> {
                 if !response.ok {
                     warn!(op = label, error = ?response.error, "registration request refused");
                 }
-                if label != "ping" {
+                if label != "ping" && label != "monitor" {
                     self.ctx.metrics.record_registration(
                         label,
                         response.result_label(),
@@ -514,9 +571,30 @@ impl<D: Datapath, L: LinkTable, R: RouteSync> Reconciler<D, L, R> {
                 &plan_ctx,
             )
         });
-        self.planned = Some(objects);
         let planned = started.elapsed();
         self.log_new_warnings(&plan.warnings);
+        // Policy before services: a new backend is isolated before any
+        // frontend names it, and a waiting pod is policed before its answer.
+        self.refresh_host_addresses().await;
+        let inputs = PolicyInputs {
+            node_name: self.settings.node_name.clone(),
+            pod_ips: plan_ctx.pod_ip_overrides.clone(),
+            emit_allows: self
+                .monitor
+                .as_ref()
+                .map(|hub| hub.watched_pods().into_iter().collect())
+                .unwrap_or_default(),
+        };
+        let policy = blocking(|| {
+            self.policy.sync(
+                &mut self.datapath,
+                objects.snapshot(),
+                inputs,
+                &self.ctx.metrics,
+            )
+        });
+        self.planned = Some(objects);
+        let policy_done = started.elapsed();
         let applied = blocking(|| self.datapath.apply(&plan.state));
         let apply_done = started.elapsed();
         let routes = self.routes.sync(&plan.state.routes).await;
@@ -532,7 +610,7 @@ impl<D: Datapath, L: LinkTable, R: RouteSync> Reconciler<D, L, R> {
             }
         };
         let complete = applied.as_ref().is_ok_and(|s| s.failed_writes == 0);
-        let ok = complete && routes.is_ok();
+        let ok = complete && routes.is_ok() && policy.failure().is_none();
         self.ctx.metrics.record_sync(&SyncRecord {
             duration,
             ok,
@@ -559,7 +637,8 @@ impl<D: Datapath, L: LinkTable, R: RouteSync> Reconciler<D, L, R> {
                     ct_flushed = stats.ct_flushed,
                     duration_ms = duration.as_secs_f64() * 1e3,
                     plan_ms = planned.as_secs_f64() * 1e3,
-                    apply_ms = (apply_done - planned).as_secs_f64() * 1e3,
+                    policy_ms = (policy_done - planned).as_secs_f64() * 1e3,
+                    apply_ms = (apply_done - policy_done).as_secs_f64() * 1e3,
                     routes_ms = (duration - apply_done).as_secs_f64() * 1e3,
                     "datapath synced"
                 );
@@ -584,24 +663,66 @@ impl<D: Datapath, L: LinkTable, R: RouteSync> Reconciler<D, L, R> {
             }
         }
         if applied.is_ok() && !ok {
-            // Partial: some writes or routes failed. Answers go out (the
-            // pods' own state is in place); the rest is retried.
+            // Partial: some writes or routes failed, or the policy write.
+            // Answers go out (a failed policy write fails registrations);
+            // the rest is retried.
             self.mark_dirty(self.retry_delay);
             self.retry_delay = (self.retry_delay * 2).min(self.timing.retry_max);
         }
-        self.answer_pending(applied.as_ref().err().map(|e| format!("{e:#}")));
+        // A pod must not start unpoliced: without its policy written, its
+        // registration fails (the runtime retries the ADD).
+        let failure = match (&policy, &applied) {
+            (PolicyOutcome::Applied(_), Ok(_)) => None,
+            (_, Err(e)) => Some(format!("applying the plan: {e:#}")),
+            (outcome, Ok(_)) => outcome.failure().map(|m| format!("policy: {m}")),
+        };
+        self.answer_pending(failure);
     }
 
-    fn answer_pending(&mut self, apply_error: Option<String>) {
+    /// Re-reads the netns' IPv4 addresses when a pod registers (its veth
+    /// brings the gateway) and every `routes_every`.
+    async fn refresh_host_addresses(&mut self) {
+        let registering = self.pending.iter().any(|p| p.op == "register");
+        if !registering && Instant::now() < self.next_host_addresses {
+            return;
+        }
+        self.next_host_addresses = Instant::now() + self.timing.routes_every;
+        match self.links.ipv4_addresses().await {
+            Ok(addresses) => self.policy.set_host_addresses(addresses),
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "reading the node's addresses for policy failed; keeping the last ones")
+            }
+        }
+    }
+
+    /// The policy event ring, read on a thread of its own, when there is
+    /// someone to tell.
+    fn start_event_reader(&mut self) {
+        let Some(hub) = self.monitor.clone() else {
+            return;
+        };
+        let source = match blocking(|| self.datapath.policy_events()) {
+            Ok(Some(source)) => source,
+            Ok(None) => return,
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "no policy event stream: opening the ring buffer failed");
+                return;
+            }
+        };
+        match EventReader::start(source, self.policy.names(), hub) {
+            Ok(reader) => self.events = Some(reader),
+            Err(e) => warn!(error = %e, "no policy event stream: starting its thread failed"),
+        }
+    }
+
+    fn answer_pending(&mut self, failure: Option<String>) {
         let pending = std::mem::take(&mut self.pending);
         let answers: Vec<(Pending, Response, bool)> = pending
             .into_iter()
             .map(|p| {
                 let abandoned = p.reply.is_closed();
-                let response = match (&apply_error, p.op) {
-                    (Some(e), "register") => {
-                        Response::error(ErrorCode::Datapath, format!("applying the plan: {e}"))
-                    }
+                let response = match (&failure, p.op) {
+                    (Some(e), "register") => Response::error(ErrorCode::Datapath, e.clone()),
                     _ => Response::ok(),
                 };
                 (p, response, abandoned)
@@ -727,6 +848,21 @@ impl<D: Datapath, L: LinkTable, R: RouteSync> Reconciler<D, L, R> {
                 Err(e) => warn!(error = %format!("{e:#}"), "reading datapath counters failed"),
             }
         }
+        if self.applied_once && now >= self.next_policy_counters {
+            self.next_policy_counters = now + self.timing.stats_every;
+            match blocking(|| self.datapath.policy_counters()) {
+                Ok(counters) => self.ctx.metrics.set_policy_counters(
+                    self.policy.drops_by_policy(&counters),
+                    counters.events_lost,
+                ),
+                Err(e) => warn!(error = %format!("{e:#}"), "reading policy counters failed"),
+            }
+            if let Some(hub) = &self.monitor {
+                self.ctx
+                    .metrics
+                    .set_monitor(hub.subscribers(), hub.published(), hub.dropped());
+            }
+        }
         if self.applied_once && now >= self.next_routes {
             self.next_routes = now + self.timing.routes_every;
             if let Err(e) = self.routes.sync(&self.last_routes).await {
@@ -741,6 +877,15 @@ fn display_name(name: &ObjectName) -> String {
         name.name.clone()
     } else {
         format!("{}/{}", name.namespace, name.name)
+    }
+}
+
+async fn watched_changed(
+    watched: &mut Option<watch::Receiver<BTreeMap<ObjectName, usize>>>,
+) -> bool {
+    match watched {
+        Some(rx) => rx.changed().await.is_ok(),
+        None => std::future::pending().await,
     }
 }
 

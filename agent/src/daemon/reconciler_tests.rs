@@ -9,10 +9,14 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::*;
-use crate::daemon::seams::{ApplyStats, DatapathStats, GcStats, MapFill, SourceView};
+use crate::daemon::seams::{
+    ApplyStats, DatapathStats, GcStats, MapFill, PolicyApplyStats, PolicyCounters,
+    PolicyEventSource, PolicySettings, SourceView,
+};
 use crate::http::Health;
 use crate::k8s::test_support::snapshot;
 use crate::plan::DesiredState;
+use crate::policy::{Capacities, PolicyPlan};
 use crate::registry::protocol::EndpointSpec;
 use crate::registry::rebuild::LiveLink;
 use crate::routes::RouteReport;
@@ -25,6 +29,13 @@ struct DpLog {
     fail_apply: bool,
     /// Offer the periodic walks to a thread of their own.
     walks_off_loop: bool,
+    policies: Vec<PolicyPlan>,
+    policy_settings: Vec<PolicySettings>,
+    pinned_revision: u32,
+    fail_policy: bool,
+    /// Policy map capacity (entries of weir_policy_v1), default: the object's.
+    policy_capacity: Option<u32>,
+    policy_drops: Vec<(u32, u64)>,
 }
 
 #[derive(Clone, Default)]
@@ -84,6 +95,43 @@ impl Datapath for FakeDatapath {
     fn mirrored_fill(&self) -> Vec<MapFill> {
         vec![fill("mirrored", 2)]
     }
+    fn policy_revision(&mut self) -> anyhow::Result<u32> {
+        Ok(self.0.lock().unwrap().pinned_revision)
+    }
+    fn policy_capacities(&self) -> Capacities {
+        let log = self.0.lock().unwrap();
+        Capacities {
+            policy: log.policy_capacity.unwrap_or(Capacities::default().policy),
+            ..Capacities::default()
+        }
+    }
+    fn set_policy_settings(&mut self, settings: &PolicySettings) -> anyhow::Result<()> {
+        let mut log = self.0.lock().unwrap();
+        log.calls.push("policy settings".into());
+        log.policy_settings.push(*settings);
+        Ok(())
+    }
+    fn apply_policy(&mut self, plan: &PolicyPlan) -> anyhow::Result<PolicyApplyStats> {
+        let mut log = self.0.lock().unwrap();
+        log.calls.push(format!("policy {}", plan.revision));
+        if log.fail_policy {
+            anyhow::bail!("policy map full");
+        }
+        log.policies.push(plan.clone());
+        Ok(PolicyApplyStats {
+            map_writes: plan.policy_entry_count() as u64,
+            revision: plan.revision,
+        })
+    }
+    fn policy_counters(&mut self) -> anyhow::Result<PolicyCounters> {
+        Ok(PolicyCounters {
+            drops: self.0.lock().unwrap().policy_drops.clone(),
+            events_lost: 4,
+        })
+    }
+    fn policy_events(&mut self) -> anyhow::Result<Option<Box<dyn PolicyEventSource>>> {
+        Ok(None)
+    }
     fn release_rev_nat(&mut self, referenced: &std::collections::HashSet<u16>) -> u64 {
         let mut ids: Vec<u16> = referenced.iter().copied().collect();
         ids.sort_unstable();
@@ -129,6 +177,9 @@ impl crate::daemon::seams::Walks for FakeWalks {
 #[derive(Clone, Default)]
 struct FakeLinks(Arc<Mutex<Vec<LiveLink>>>);
 
+/// The gateway address the CNI puts on every host-side veth.
+const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 1);
+
 impl FakeLinks {
     fn add(&self, index: u32, name: &str) {
         self.0.lock().unwrap().push(LiveLink {
@@ -150,6 +201,9 @@ impl LinkTable for FakeLinks {
             .iter()
             .find(|l| l.index == index)
             .cloned())
+    }
+    async fn ipv4_addresses(&self) -> anyhow::Result<Vec<Ipv4Addr>> {
+        Ok(vec![Ipv4Addr::new(192, 168, 100, 11), GATEWAY])
     }
 }
 
@@ -206,13 +260,41 @@ status: {conditions: [{type: Ready, status: 'True'}]}
 ";
 
 fn view(synced: bool) -> SourceView {
+    view_with(synced, "")
+}
+
+/// [`OBJECTS`] plus more documents.
+fn view_with(synced: bool, extra: &str) -> SourceView {
     SourceView {
-        objects: Arc::new(snapshot(OBJECTS)),
+        objects: Arc::new(snapshot(&format!("{OBJECTS}{extra}"))),
         synced,
         bad_documents: Default::default(),
         generation: 1,
     }
 }
+
+/// Isolates every pod of `default` for ingress; allows ingress from pods
+/// labelled app=web.
+const POLICIES: &str = "
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: allow-web, namespace: default}
+spec:
+  podSelector: {}
+  ingress: [{from: [{podSelector: {matchLabels: {app: web}}}]}]
+";
+
+/// A policy the compiler rejects a rule of (fails closed, counted).
+const BAD_POLICY: &str = "
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: bad, namespace: default}
+spec:
+  podSelector: {}
+  ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/16, except: [10.1.0.0/24]}}]}]
+";
 
 fn spec(id: &str, index: u32, ip: [u8; 4]) -> EndpointSpec {
     EndpointSpec {
@@ -239,6 +321,7 @@ struct Harness {
     requests: mpsc::Sender<Registration>,
     stop: watch::Sender<bool>,
     task: Option<tokio::task::JoinHandle<()>>,
+    hub: MonitorHub,
 }
 
 fn timing() -> Timing {
@@ -277,34 +360,35 @@ impl Harness {
         )
     }
 
-    fn reconciler(
-        dp: &FakeDatapath,
-        links: &FakeLinks,
-        routes: &FakeRoutes,
-        ctx: &Context,
-        dir: &tempfile::TempDir,
-    ) -> Reconciler<FakeDatapath, FakeLinks, FakeRoutes> {
-        Reconciler::new(
+    async fn start(
+        initial: SourceView,
+        prepare: impl FnOnce(&FakeDatapath, &FakeLinks, &tempfile::TempDir),
+    ) -> Self {
+        Self::start_with(initial, PolicySettings::default(), prepare).await
+    }
+
+    async fn start_with(
+        initial: SourceView,
+        policy: PolicySettings,
+        prepare: impl FnOnce(&FakeDatapath, &FakeLinks, &tempfile::TempDir),
+    ) -> Self {
+        let (dp, links, routes, ctx, store_dir) = Self::parts();
+        prepare(&dp, &links, &store_dir);
+        let hub = MonitorHub::new(16);
+        let mut reconciler = Reconciler::new(
             ctx.clone(),
             PlanSettings {
                 node_name: "node1".into(),
+                policy,
                 ..PlanSettings::default()
             },
             timing(),
             dp.clone(),
             links.clone(),
             routes.clone(),
-            RecordStore::open(dir.path()).unwrap(),
+            RecordStore::open(store_dir.path()).unwrap(),
         )
-    }
-
-    async fn start(
-        initial: SourceView,
-        prepare: impl FnOnce(&FakeDatapath, &FakeLinks, &tempfile::TempDir),
-    ) -> Self {
-        let (dp, links, routes, ctx, store_dir) = Self::parts();
-        prepare(&dp, &links, &store_dir);
-        let mut reconciler = Self::reconciler(&dp, &links, &routes, &ctx, &store_dir);
+        .with_monitor(hub.clone());
         reconciler.adopt().await.unwrap();
         let (source, source_rx) = watch::channel(initial);
         let (requests, requests_rx) = mpsc::channel(16);
@@ -320,7 +404,12 @@ impl Harness {
             requests,
             stop,
             task: Some(task),
+            hub,
         }
+    }
+
+    fn policies(&self) -> Vec<PolicyPlan> {
+        self.dp.0.lock().unwrap().policies.clone()
     }
 
     fn send(&self, op: Op) -> oneshot::Receiver<Response> {
@@ -697,5 +786,218 @@ async fn map_walks_run_off_the_loop_and_their_results_reach_the_metrics() {
         "{:?}",
         h.calls()
     );
+    h.stop().await;
+}
+
+fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix:?} in\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_is_written_every_sync_before_services_continuing_the_pinned_revision() {
+    let settings = PolicySettings {
+        audit_all: true,
+        events_per_sec: 50,
+        allow_sample: 7,
+    };
+    let mut h = Harness::start_with(view_with(true, POLICIES), settings, |dp, links, _| {
+        dp.0.lock().unwrap().pinned_revision = 41;
+        links.add(7, "weir7");
+    })
+    .await;
+    h.until("first apply", |h| h.ctx.health.is_ready()).await;
+    assert_eq!(h.dp.0.lock().unwrap().policy_settings, [settings]);
+    let calls = h.calls();
+    let settings_at = calls.iter().position(|c| c == "policy settings").unwrap();
+    let policy_at = calls.iter().position(|c| c == "policy 42").unwrap();
+    let apply_at = calls.iter().position(|c| c == "apply").unwrap();
+    assert!(
+        settings_at < policy_at && policy_at < apply_at,
+        "settings, then policy, then services: {calls:?}"
+    );
+    let first = h.policies()[0].clone();
+    assert_eq!(first.revision, 42, "continues after the pinned revision");
+    assert!(first.audit_all, "--policy-audit reaches the plan");
+    // The host's addresses (the veth gateway among them) are the node.
+    let host = first
+        .ipcache
+        .iter()
+        .find(|(prefix, _)| prefix.ip() == GATEWAY && prefix.prefix() == 32)
+        .map(|(_, e)| e.identity);
+    assert_eq!(host, Some(weir_common::policy::identity::HOST));
+
+    // An unchanged policy is not rewritten by the next sync.
+    let writes = |h: &Harness| {
+        h.calls()
+            .iter()
+            .filter(|c| c.starts_with("policy "))
+            .count()
+    };
+    let before = writes(&h);
+    h.source.send(view_with(true, POLICIES)).unwrap();
+    h.until("another service apply", |h| {
+        h.calls().iter().filter(|c| *c == "apply").count() >= 2
+    })
+    .await;
+    assert_eq!(writes(&h), before, "{:?}", h.calls());
+    let text = h.ctx.metrics.render();
+    assert_eq!(metric(&text, "weir_policy_revision"), 42.0);
+    assert!(metric(&text, "weir_policy_syncs_total{result=\"ok\"}") >= 2.0);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_is_answered_after_the_policy_write_that_polices_its_pod() {
+    let mut h = Harness::start(view_with(true, POLICIES), |_, links, _| {
+        links.add(7, "weir7")
+    })
+    .await;
+    h.until("first apply", |h| h.ctx.health.is_ready()).await;
+    let before = h.policies().len();
+    let answer = h.ask(register("a", 7, [10, 244, 1, 5])).await;
+    assert!(answer.ok, "{answer:?}");
+    // Answered: a policy write after the attach names the new address.
+    let calls = h.calls();
+    let attach = calls.iter().position(|c| c == "attach a").unwrap();
+    let written = calls
+        .iter()
+        .rposition(|c| c.starts_with("policy "))
+        .unwrap();
+    assert!(attach < written, "{calls:?}");
+    let plans = h.policies();
+    assert!(plans.len() > before);
+    let last = plans.last().unwrap();
+    let endpoint = &last.endpoints[&Ipv4Addr::new(10, 244, 1, 5)];
+    assert_eq!(
+        endpoint.pod,
+        crate::k8s::ObjectName::new("default", "pod-a")
+    );
+    assert!(
+        endpoint.ingress.isolated_by.is_some(),
+        "isolated from the start"
+    );
+    assert!(
+        !endpoint.ingress.allows.is_empty(),
+        "its allow entries came in the same write"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_policy_write_fails_the_registration_and_is_retried() {
+    let mut h = Harness::start(view_with(true, POLICIES), |_, links, _| {
+        links.add(7, "weir7")
+    })
+    .await;
+    h.until("first apply", |h| h.ctx.health.is_ready()).await;
+    h.dp.0.lock().unwrap().fail_policy = true;
+    let answer = h.ask(register("a", 7, [10, 244, 1, 5])).await;
+    let error = answer.error.unwrap();
+    assert_eq!(error.code, ErrorCode::Datapath);
+    assert!(error.message.contains("policy"), "{}", error.message);
+    assert!(!h.record_path("a").exists(), "the registration is undone");
+    h.until("counted", |h| {
+        metric(
+            &h.ctx.metrics.render(),
+            "weir_policy_syncs_total{result=\"error\"}",
+        ) >= 1.0
+    })
+    .await;
+    let tries = |h: &Harness| {
+        h.calls()
+            .iter()
+            .filter(|c| c.starts_with("policy "))
+            .count()
+    };
+    let before = tries(&h);
+    h.until("a retry", |h| tries(h) > before).await;
+    h.dp.0.lock().unwrap().fail_policy = false;
+    h.until("recovery", |h| !h.policies().is_empty()).await;
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_over_capacity_is_refused_and_the_old_one_stays() {
+    let mut h = Harness::start(view_with(true, POLICIES), |dp, links, _| {
+        links.add(7, "weir7");
+        dp.0.lock().unwrap().policy_capacity = Some(0);
+    })
+    .await;
+    h.until("first sync", |h| h.ctx.health.is_ready()).await;
+    // pod-a has no address until it registers: nothing to write yet.
+    assert_eq!(h.policies().len(), 1);
+    let answer = h.ask(register("a", 7, [10, 244, 1, 5])).await;
+    let error = answer.error.unwrap();
+    assert_eq!(error.code, ErrorCode::Datapath);
+    assert!(error.message.contains("does not fit"), "{}", error.message);
+    assert_eq!(
+        h.policies().len(),
+        1,
+        "nothing of the refused plan is written"
+    );
+    let text = h.ctx.metrics.render();
+    assert!(metric(&text, "weir_policy_syncs_total{result=\"refused\"}") >= 1.0);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compile_errors_are_counted_and_drops_named_by_policy() {
+    let mut h = Harness::start(
+        view_with(true, &format!("{POLICIES}{BAD_POLICY}")),
+        |_, links, _| links.add(7, "weir7"),
+    )
+    .await;
+    assert!(h.ask(register("a", 7, [10, 244, 1, 5])).await.ok);
+    let plan = h.policies().last().cloned().unwrap();
+    assert_eq!(plan.errors.len(), 1, "{:?}", plan.errors);
+    let isolation = plan.endpoints[&Ipv4Addr::new(10, 244, 1, 5)]
+        .ingress
+        .isolated_by
+        .unwrap();
+    h.dp.0.lock().unwrap().policy_drops = vec![(isolation, 9), (123_456, 1)];
+    h.until("drops by policy", |h| {
+        h.ctx.metrics.render().contains(
+            "weir_policy_drops_total{policy=\"default/allow-web\",direction=\"ingress\"} 9",
+        )
+    })
+    .await;
+    let text = h.ctx.metrics.render();
+    assert_eq!(metric(&text, "weir_policy_compile_errors"), 1.0);
+    assert_eq!(metric(&text, "weir_policy_events_lost_total"), 4.0);
+    assert!(!text.contains("123456"), "an id no plan names is left out");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_monitor_on_a_pod_turns_on_its_allow_events_while_it_lasts() {
+    let mut h = Harness::start(view_with(true, POLICIES), |_, links, _| {
+        links.add(7, "weir7")
+    })
+    .await;
+    assert!(h.ask(register("a", 7, [10, 244, 1, 5])).await.ok);
+    let pod_a = Ipv4Addr::new(10, 244, 1, 5);
+    let emit = weir_common::policy::ep_policy_flags::EMIT_ALLOWS;
+    let flags = |h: &Harness| {
+        h.policies()
+            .last()
+            .and_then(|p| p.endpoints.get(&pod_a).map(|e| e.abi().flags))
+            .unwrap_or(0)
+    };
+    assert_eq!(flags(&h) & emit, 0);
+    let watching = h
+        .hub
+        .subscribe(crate::registry::MonitorFilter {
+            pod: Some("default/pod-a".into()),
+            verdict: None,
+        })
+        .unwrap();
+    h.until("EMIT_ALLOWS set", |h| flags(h) & emit != 0).await;
+    drop(watching);
+    h.until("EMIT_ALLOWS cleared", |h| flags(h) & emit == 0)
+        .await;
     h.stop().await;
 }

@@ -4,12 +4,16 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
+use std::net::Ipv4Addr;
 use std::sync::Arc;
+use std::time::Duration;
 
+use weir_common::policy::PolicyEvent;
 use weir_common::{DropReason, metrics::Direction};
 
 use crate::k8s::Snapshot;
 use crate::plan::{DesiredState, NodeRoute};
+use crate::policy::{Capacities, PolicyPlan};
 use crate::registry::EndpointRecord;
 use crate::registry::rebuild::LiveLink;
 use crate::routes::RouteReport;
@@ -67,6 +71,42 @@ pub struct GcStats {
     pub expired: u64,
 }
 
+/// Node-wide policy settings the datapath reads (`PolicyConfig`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PolicySettings {
+    /// `--policy-audit`: every would-be drop passes and is reported audit.
+    pub audit_all: bool,
+    /// `--policy-events-per-sec`: per CPU; 0 is no limit.
+    pub events_per_sec: u32,
+    /// `--policy-allow-sample`: one allowed new flow in N emits an event;
+    /// 0 is none.
+    pub allow_sample: u32,
+}
+
+/// What one [`Datapath::apply_policy`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PolicyApplyStats {
+    /// Map entries written or deleted (the revision not counted).
+    pub map_writes: u64,
+    /// The revision now pinned.
+    pub revision: u32,
+}
+
+/// The datapath's policy counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PolicyCounters {
+    /// Drops per isolation rule id (summed over CPUs).
+    pub drops: Vec<(u32, u64)>,
+    /// Events refused by the rate limit or a full ring, ever.
+    pub events_lost: u64,
+}
+
+/// A blocking reader of the policy event ring, for a thread of its own.
+pub trait PolicyEventSource: Send {
+    /// The next event, waiting at most `timeout`; `None` when none came.
+    fn next(&mut self, timeout: Duration) -> Option<PolicyEvent>;
+}
+
 /// The node's datapath. Every method is idempotent: the loop may repeat
 /// a call after a failure or a restart.
 pub trait Datapath: Send {
@@ -113,6 +153,30 @@ pub trait Datapath: Send {
     fn release_rev_nat(&mut self, _referenced: &HashSet<u16>) -> u64 {
         0
     }
+
+    /// The policy revision pinned in the maps (0 when none was written),
+    /// so a restarted compiler continues after it.
+    fn policy_revision(&mut self) -> anyhow::Result<u32>;
+
+    /// `max_entries` of the policy maps, to refuse a plan that does not
+    /// fit before writing any of it.
+    fn policy_capacities(&self) -> Capacities {
+        Capacities::default()
+    }
+
+    /// Writes the node-wide policy settings.
+    fn set_policy_settings(&mut self, settings: &PolicySettings) -> anyhow::Result<()>;
+
+    /// Makes the policy maps equal to `plan` (ipcache, entries,
+    /// endpoints, deletes, then the revision).
+    fn apply_policy(&mut self, plan: &PolicyPlan) -> anyhow::Result<PolicyApplyStats>;
+
+    /// Policy drops by rule id and lost events.
+    fn policy_counters(&mut self) -> anyhow::Result<PolicyCounters>;
+
+    /// A reader of the event ring; `None` when the datapath has none.
+    /// Called once.
+    fn policy_events(&mut self) -> anyhow::Result<Option<Box<dyn PolicyEventSource>>>;
 }
 
 /// Something that holds a snapshot: a manifest load, or a snapshot
@@ -178,6 +242,10 @@ pub trait LinkTable: Send + Sync {
     fn list(&self) -> impl Future<Output = anyhow::Result<Vec<LiveLink>>> + Send;
     fn by_index(&self, index: u32)
     -> impl Future<Output = anyhow::Result<Option<LiveLink>>> + Send;
+    /// Every IPv4 address of the netns: the node's own, and the gateway
+    /// addresses on the host side of the pod veths, which is what pods
+    /// see as their node.
+    fn ipv4_addresses(&self) -> impl Future<Output = anyhow::Result<Vec<Ipv4Addr>>> + Send;
 }
 
 /// Programs the plan's node routes.
@@ -199,6 +267,10 @@ impl LinkTable for NetlinkLinks {
 
     async fn by_index(&self, index: u32) -> anyhow::Result<Option<LiveLink>> {
         crate::registry::links::by_index(&self.0, index).await
+    }
+
+    async fn ipv4_addresses(&self) -> anyhow::Result<Vec<Ipv4Addr>> {
+        crate::registry::links::ipv4_addresses(&self.0).await
     }
 }
 

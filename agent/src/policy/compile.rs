@@ -120,7 +120,11 @@ impl PolicyCompiler {
         self.rule_ids.finish();
         errors.sort();
         errors.dedup();
-        let pods = cluster.pods.iter().map(|p| (p.ip, p.name.clone())).collect();
+        let pods = cluster
+            .pods
+            .iter()
+            .map(|p| (p.ip, p.name.clone()))
+            .collect();
         let mut plan = PolicyPlan {
             revision: 0,
             pods,

@@ -1,7 +1,11 @@
 //! The node netns' links, read over rtnetlink (never from /sys, whose
 //! mount may belong to another netns).
 
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr};
+
 use futures::TryStreamExt;
+use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::link::{LinkAttribute, LinkMessage};
 use rtnetlink::Handle;
 
@@ -55,4 +59,23 @@ pub async fn by_index(handle: &Handle, index: u32) -> anyhow::Result<Option<Live
         }
         Err(e) => Err(anyhow::anyhow!("looking up link index {index}: {e}")),
     }
+}
+
+/// Every IPv4 address of the netns, deduplicated (each pod veth carries
+/// the same gateway /32).
+pub async fn ipv4_addresses(handle: &Handle) -> anyhow::Result<Vec<Ipv4Addr>> {
+    let mut addresses = BTreeSet::new();
+    let mut dump = handle.address().get().execute();
+    while let Some(message) = dump
+        .try_next()
+        .await
+        .map_err(|e| anyhow::anyhow!("listing the node's addresses: {e}"))?
+    {
+        for attribute in &message.attributes {
+            if let AddressAttribute::Address(IpAddr::V4(ip)) = attribute {
+                addresses.insert(*ip);
+            }
+        }
+    }
+    Ok(addresses.into_iter().collect())
 }

@@ -3,7 +3,9 @@
 //! keeps a [`record`] file per pod so it can [`rebuild`] its list after a
 //! restart, and an in-memory [`Registry`] the plan reads.
 
+pub mod hub;
 pub mod links;
+pub mod monitor;
 pub mod protocol;
 pub mod rebuild;
 pub mod record;
@@ -14,6 +16,8 @@ use std::net::Ipv4Addr;
 
 use crate::k8s::ObjectName;
 
+pub use hub::{MonitorHub, Subscription};
+pub use monitor::{MonitorEvent, MonitorFilter, MonitorVerdict};
 pub use protocol::{EndpointSpec, ErrorCode, Op, Request, Response};
 pub use record::{AttachmentKey, EndpointRecord, RecordStore};
 

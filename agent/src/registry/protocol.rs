@@ -60,6 +60,9 @@ pub enum Op {
     },
     /// Answered with `ok` at once; for liveness checks.
     Ping,
+    /// Stream policy verdict events ([`super::monitor`]) until the client
+    /// hangs up.
+    Monitor(super::monitor::MonitorFilter),
 }
 
 /// A request line: `{"v":1,"op":...}`.

@@ -9,10 +9,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
+use super::hub::{MonitorHub, Next};
+use super::monitor::{MonitorFilter, MonitorLine};
 use super::protocol::{self, ErrorCode, MAX_LINE, Op, Response};
 
 /// One request for the main loop, with the way to answer it.
@@ -50,10 +53,12 @@ pub async fn bind(path: &Path) -> anyhow::Result<UnixListener> {
 
 /// Serves until `stop` turns true, then removes the socket file so
 /// clients fail fast (and the CNI plugin answers "try again later").
+/// `monitor` requests stream from `hub`; without one they are refused.
 pub async fn serve(
     listener: UnixListener,
     path: PathBuf,
     loop_tx: mpsc::Sender<Registration>,
+    hub: Option<MonitorHub>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -65,8 +70,9 @@ pub async fn serve(
             Ok((stream, _)) => {
                 let tx = loop_tx.clone();
                 let stop = stop.clone();
+                let hub = hub.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = handle_connection(stream, tx, stop).await {
+                    if let Err(e) = handle_connection(stream, tx, hub, stop).await {
                         debug!(error = %e, "registration connection ended with an error");
                     }
                 });
@@ -88,6 +94,7 @@ pub async fn serve(
 async fn handle_connection(
     stream: UnixStream,
     loop_tx: mpsc::Sender<Registration>,
+    hub: Option<MonitorHub>,
     mut stop: watch::Receiver<bool>,
 ) -> io::Result<()> {
     let (read, mut write) = stream.into_split();
@@ -120,11 +127,25 @@ async fn handle_connection(
         if body.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
+        let request = match protocol::decode_request(body) {
+            Ok(request) => request,
+            Err(refusal) => {
+                write.write_all(&protocol::encode(&refusal)).await?;
+                if !complete {
+                    return Ok(());
+                }
+                continue;
+            }
+        };
+        if let Op::Monitor(filter) = request.op {
+            // The connection is a stream from now on.
+            return stream_events(hub.as_ref(), filter, &mut reader, &mut write, &mut stop).await;
+        }
         // A client that hangs up while waiting (the CNI plugin timed out
         // and rolled back) drops its answer channel, which tells the loop
         // to undo the registration.
         let response = tokio::select! {
-            response = answer(body, &loop_tx) => response,
+            response = answer(request.op, &loop_tx) => response,
             () = hung_up(&mut reader) => return Ok(()),
         };
         write.write_all(&protocol::encode(&response)).await?;
@@ -149,17 +170,54 @@ pub async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-async fn answer(body: &[u8], loop_tx: &mpsc::Sender<Registration>) -> Response {
-    let request = match protocol::decode_request(body) {
-        Ok(request) => request,
-        Err(refusal) => return refusal,
+/// Streams the events `filter` selects until the client hangs up, a
+/// write fails, or the agent stops.
+async fn stream_events<R: tokio::io::AsyncBufRead + Unpin>(
+    hub: Option<&MonitorHub>,
+    filter: MonitorFilter,
+    reader: &mut R,
+    write: &mut OwnedWriteHalf,
+    stop: &mut watch::Receiver<bool>,
+) -> io::Result<()> {
+    let Some(hub) = hub else {
+        let refusal = Response::error(ErrorCode::Internal, "this agent has no event stream");
+        return write.write_all(&protocol::encode(&refusal)).await;
     };
-    if request.op == Op::Ping {
+    let mut subscription = match hub.subscribe(filter.clone()) {
+        Ok(subscription) => subscription,
+        Err(message) => {
+            let refusal = Response::error(ErrorCode::BadRequest, message);
+            return write.write_all(&protocol::encode(&refusal)).await;
+        }
+    };
+    write.write_all(&protocol::encode(&Response::ok())).await?;
+    info!(pod = ?filter.pod, verdict = ?filter.verdict, "monitor subscriber connected");
+    let result = loop {
+        let next = tokio::select! {
+            next = subscription.next() => next,
+            () = hung_up(reader) => break Ok(()),
+            () = stopped(stop) => break Ok(()),
+        };
+        let line = match next {
+            Next::Event(event) => MonitorLine::event((*event).clone()),
+            Next::Dropped(n) => MonitorLine::dropped(n),
+            Next::Closed => break Ok(()),
+        };
+        if let Err(e) = write.write_all(&protocol::encode(&line)).await {
+            break Err(e);
+        }
+    };
+    info!(pod = ?filter.pod, "monitor subscriber left");
+    result
+}
+
+async fn answer(op: Op, loop_tx: &mpsc::Sender<Registration>) -> Response {
+    if op == Op::Ping {
         return Response::ok();
     }
     let (reply, answer) = oneshot::channel();
     let registration = Registration {
-        op: request.op,
+        op,
         reply,
         received: Instant::now(),
     };
@@ -181,6 +239,7 @@ mod tests {
 
     struct Harness {
         path: PathBuf,
+        hub: MonitorHub,
         stop: watch::Sender<bool>,
         requests: mpsc::Receiver<Registration>,
         server: tokio::task::JoinHandle<()>,
@@ -193,9 +252,17 @@ mod tests {
         let listener = bind(&path).await.unwrap();
         let (tx, requests) = mpsc::channel(8);
         let (stop, stop_rx) = watch::channel(false);
-        let server = tokio::spawn(serve(listener, path.clone(), tx, stop_rx));
+        let hub = MonitorHub::new(8);
+        let server = tokio::spawn(serve(
+            listener,
+            path.clone(),
+            tx,
+            Some(hub.clone()),
+            stop_rx,
+        ));
         Harness {
             path,
+            hub,
             stop,
             requests,
             server,
@@ -256,6 +323,65 @@ mod tests {
             2,
             "ping and bad lines never reach the loop: {seen:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn monitor_streams_filtered_events_until_the_client_leaves() {
+        use crate::registry::monitor::tests::event;
+        use crate::registry::monitor::{MonitorBody, MonitorVerdict};
+        let h = start().await;
+        let mut client = BufReader::new(UnixStream::connect(&h.path).await.unwrap());
+        let request = br#"{"v":1,"op":"monitor","pod":"x/a","verdict":"drop"}
+"#;
+        assert!(exchange(&mut client, request).await.ok);
+        assert_eq!(
+            h.hub.watched_pods().into_iter().collect::<Vec<_>>(),
+            [crate::k8s::ObjectName::new("x", "a")]
+        );
+        h.hub.publish(event(MonitorVerdict::Allow, "x/a"));
+        h.hub.publish(event(MonitorVerdict::Drop, "x/b"));
+        h.hub.publish(event(MonitorVerdict::Drop, "x/a"));
+        let mut line = String::new();
+        client.read_line(&mut line).await.unwrap();
+        let got: MonitorLine = serde_json::from_str(&line).unwrap();
+        let MonitorBody::Event(e) = got.body else {
+            panic!("{line}")
+        };
+        assert_eq!(*e, event(MonitorVerdict::Drop, "x/a"));
+
+        // A slow reader: the hub never waits; the client hears how many it
+        // missed (the buffer holds 8).
+        for _ in 0..20 {
+            h.hub.publish(event(MonitorVerdict::Drop, "x/a"));
+        }
+        line.clear();
+        client.read_line(&mut line).await.unwrap();
+        let got: MonitorLine = serde_json::from_str(&line).unwrap();
+        assert_eq!(got.body, MonitorBody::Dropped(12), "{line}");
+
+        drop(client);
+        for _ in 0..200 {
+            if h.hub.subscribers() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(
+            h.hub.subscribers(),
+            0,
+            "the subscription ends with the client"
+        );
+        assert!(h.hub.watched_pods().is_empty());
+
+        let mut client = BufReader::new(UnixStream::connect(&h.path).await.unwrap());
+        let refused = exchange(
+            &mut client,
+            b"{\"v\":1,\"op\":\"monitor\",\"pod\":\"nope\"}\n",
+        )
+        .await;
+        assert_eq!(refused.error.unwrap().code, ErrorCode::BadRequest);
+        h.stop.send(true).unwrap();
+        h.server.await.unwrap();
     }
 
     #[tokio::test]
