@@ -6,6 +6,7 @@
 pub mod hub;
 pub mod links;
 pub mod monitor;
+pub mod monitor_client;
 pub mod protocol;
 pub mod rebuild;
 pub mod record;
