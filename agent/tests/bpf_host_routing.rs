@@ -162,18 +162,20 @@ fn an_unresolved_next_hop_goes_through_redirect_neigh() {
 }
 
 #[test]
-fn a_source_other_than_the_pods_own_address_is_left_to_the_stack() {
+fn a_source_other_than_the_pods_own_address_is_dropped_as_spoofed() {
     in_netns(|| {
         let node = node();
         let mut dp = datapath(&node);
-        // Another address behind the same veth (the stack's reverse-path
-        // filter decides about it).
+        dp.auto_pods = false;
+        // Another address behind the same veth.
         let spoofed = Builder::tcp(("10.244.1.77", 40002), (VIP, 80), SYN);
         let run = dp.run_on(FROM_POD, &sent(&spoofed, &node), node.lxc0);
-        assert_left_to_the_stack(&run, &node, 64);
+        assert_eq!(run.verdict, TC_ACT_SHOT);
         // The pod's address, arriving on another device.
         let run = dp.run_on(FROM_POD, &sent(&syn(40003), &node), node.eth0);
-        assert_eq!(run.verdict, TC_ACT_OK);
+        assert_eq!(run.verdict, TC_ACT_SHOT);
+        assert_eq!(dp.count(Direction::FromPod, DropReason::SpoofedSource), 2);
+        assert!(dp.ct().is_empty(), "a spoofed packet opens no flow");
     });
 }
 

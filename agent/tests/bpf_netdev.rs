@@ -190,7 +190,9 @@ fn external_traffic_policy_local_keeps_the_client_address() {
         );
         let pod_mac = [0x0a, 0, 0, 0, 0, 0x09];
         let veth_mac = [0x0e, 0, 0, 0, 0, 0x09];
-        dp.endpoint(LOCAL_POD, 4242, pod_mac, veth_mac);
+        // On `lo`, where the reply below is run: from-pod accepts only the
+        // pod's address from its own veth.
+        dp.endpoint(LOCAL_POD, LO_IFINDEX, pod_mac, veth_mac);
 
         let syn = Builder::tcp((OUTSIDE, 50002), (NODE_IP, NODE_PORT), SYN);
         let run = dp.run_on(FROM_NETDEV, &arriving(syn, OUTSIDE_MAC, eth0_mac), eth0);

@@ -136,7 +136,8 @@ impl Pod {
     }
 }
 
-/// A node with two pods and the pod programs on both veths.
+/// A node with two pods and the pod programs on both veths;
+/// `register_endpoints`: with their MACs, so the datapath delivers to them.
 fn node(register_endpoints: bool) -> (Datapath, Pod, Pod) {
     sysctl("net/ipv4/conf/all/forwarding", "1");
     let pod1 = Pod::new(1, "10.244.1.2");
@@ -154,15 +155,15 @@ fn node(register_endpoints: bool) -> (Datapath, Pod, Pod) {
                 .unwrap_or_else(|e| panic!("attach {name} to {}: {e:#?}", pod.host_if));
         }
     }
-    if register_endpoints {
-        for pod in [&pod1, &pod2] {
-            dp.endpoint(
-                pod.ip,
-                ifindex(&pod.host_if),
-                pod.mac(),
-                mac_of(&pod.host_if),
-            );
-        }
+    for pod in [&pod1, &pod2] {
+        // Always registered (from-pod drops sources that are not the pod
+        // behind the veth); without MACs the stack delivers to the pod.
+        let (mac, host_mac) = if register_endpoints {
+            (pod.mac(), mac_of(&pod.host_if))
+        } else {
+            ([0; 6], [0; 6])
+        };
+        dp.endpoint(pod.ip, ifindex(&pod.host_if), mac, host_mac);
     }
     (dp, pod1, pod2)
 }

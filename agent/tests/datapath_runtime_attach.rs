@@ -90,6 +90,16 @@ fn pod_programs_attach_idempotently_and_detach() {
     for hook in [TcHook::PodIngress, TcHook::PodEgress] {
         assert!(dp.pins().link(&hook.pin_name(ifindex)).exists());
     }
+    assert!(
+        !net.udp_echo(1),
+        "an unregistered pod's packets are spoofed"
+    );
+    let pod = EndpointInfo {
+        ifindex,
+        flags: ep_flags::LOCAL_POD,
+        ..EndpointInfo::default()
+    };
+    dp.upsert_endpoint(POD_IP.parse().unwrap(), &pod).unwrap();
     assert!(net.udp_echo(2), "traffic still flows through the programs");
 
     assert_eq!(dp.detach_pod(ifindex).unwrap(), 2);

@@ -8,6 +8,7 @@
 
 mod csum;
 mod ct;
+mod events;
 mod icmp;
 mod lb;
 mod maps;
@@ -16,6 +17,7 @@ mod nat;
 mod netdev;
 mod parse;
 mod pod;
+mod policy;
 mod redirect;
 mod reject;
 mod service;

@@ -10,6 +10,7 @@ use weir_common::{DropReason, metrics::Direction};
 
 use crate::{
     parse::{self, L3},
+    policy::Gate,
     service::{self, Origin},
     verdict::{self, Action},
 };
@@ -26,14 +27,14 @@ pub fn weir_to_netdev(ctx: TcContext) -> i32 {
 
 fn try_from_netdev(ctx: &TcContext) -> Result<Action, DropReason> {
     match parse::packet(ctx)? {
-        L3::Ipv4(mut flow) => service::process(ctx, &mut flow, Origin::Netdev),
+        L3::Ipv4(mut flow) => service::process(ctx, &mut flow, Origin::Netdev, &mut Gate::open()),
         L3::Other => Ok(Action::Pass),
     }
 }
 
 fn try_to_netdev(ctx: &TcContext) -> Result<Action, DropReason> {
     match parse::packet(ctx)? {
-        L3::Ipv4(mut flow) => service::process(ctx, &mut flow, Origin::Host),
+        L3::Ipv4(mut flow) => service::process(ctx, &mut flow, Origin::Host, &mut Gate::open()),
         L3::Other => Ok(Action::Pass),
     }
 }

@@ -1,4 +1,4 @@
-//! Header parsing: Ethernet, IPv4 (IHL-aware) and the TCP/UDP ports.
+//! Header parsing: Ethernet, IPv4 (IHL-aware) and the TCP/UDP/SCTP ports.
 //!
 //! Reads go through `bpf_skb_load_bytes`, which bounds-checks for us: a short
 //! packet is an error, never an out-of-bounds read.
@@ -31,6 +31,9 @@ const IPV4_MIN_HLEN: u8 = 5;
 pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
+/// SCTP's common header starts with the ports, like UDP's: policy matches
+/// them; the service LB ignores SCTP.
+pub const IPPROTO_SCTP: u8 = 132;
 
 /// Offsets of IPv4 header fields in the frame.
 pub mod ip_off {
@@ -127,7 +130,7 @@ pub fn packet(ctx: &TcContext) -> Result<L3, DropReason> {
         ttl: ip.ttl,
         tos: ip.tos,
     };
-    if flow.proto != IPPROTO_TCP && flow.proto != IPPROTO_UDP {
+    if flow.proto != IPPROTO_TCP && flow.proto != IPPROTO_UDP && flow.proto != IPPROTO_SCTP {
         flow.has_l4 = u16::from_be(ip.frag_off) & IP_OFFSET_MASK == 0;
         return Ok(L3::Ipv4(flow));
     }

@@ -7,6 +7,7 @@ use weir_common::{DropReason, metrics::Direction};
 
 use crate::{
     parse::{self, L3},
+    policy,
     service::{self, Origin},
     verdict::{self, Action},
 };
@@ -21,17 +22,25 @@ pub fn weir_to_pod(ctx: TcContext) -> i32 {
     verdict::tc(&ctx, Direction::ToPod, try_to_pod(&ctx))
 }
 
-/// Service translation of the pod's new flows, the pod's side of
-/// established ones, and reverse NAT of replies the pod sends as a backend.
+/// Anti-spoofing, the pod's egress policy (judged on the backend after
+/// service DNAT), service translation of its new flows, its side of
+/// established ones, and reverse NAT of replies it sends as a backend.
 fn try_from_pod(ctx: &TcContext) -> Result<Action, DropReason> {
-    match parse::packet(ctx)? {
-        L3::Ipv4(mut flow) => service::process(ctx, &mut flow, Origin::Pod),
-        L3::Other => Ok(Action::Pass),
-    }
+    let L3::Ipv4(mut flow) = parse::packet(ctx)? else {
+        return Ok(Action::Pass);
+    };
+    policy::check_source(ctx, &flow)?;
+    let mut gate = policy::egress(ctx, &flow)?;
+    let action = service::process(ctx, &mut flow, Origin::Pod, &mut gate)?;
+    // Still pending: no service translated the flow.
+    gate.admit_untranslated(ctx)?;
+    Ok(action)
 }
 
-/// Validates and counts; the pod's ingress policy (next issue) goes here.
+/// The pod's ingress policy: packets arrive translated (after DNAT).
 fn try_to_pod(ctx: &TcContext) -> Result<Action, DropReason> {
-    parse::packet(ctx)?;
+    if let L3::Ipv4(flow) = parse::packet(ctx)? {
+        policy::ingress(ctx, &flow)?;
+    }
     Ok(Action::Pass)
 }

@@ -15,6 +15,7 @@ use crate::{
     maps::CONFIG,
     nat,
     parse::{Flow, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP},
+    policy::Gate,
     redirect, reject,
     verdict::Action,
 };
@@ -58,9 +59,17 @@ fn config() -> DatapathConfig {
     CONFIG.get(0).copied().unwrap_or_default()
 }
 
-/// Runs a parsed IPv4 packet through the service datapath.
+/// Runs a parsed IPv4 packet through the service datapath. `gate` holds a
+/// pod's new egress flow awaiting its policy verdict: it is admitted on the
+/// backend before a service flow is created or an established one
+/// translated; replies of tracked flows open it.
 #[inline(always)]
-pub fn process(ctx: &TcContext, flow: &mut Flow, origin: Origin) -> Result<Action, DropReason> {
+pub fn process(
+    ctx: &TcContext,
+    flow: &mut Flow,
+    origin: Origin,
+    gate: &mut Gate,
+) -> Result<Action, DropReason> {
     if flow.proto == IPPROTO_ICMP {
         return match icmp::reverse_error(ctx, flow)? {
             Some(entry) => {
@@ -77,6 +86,7 @@ pub fn process(ctx: &TcContext, flow: &mut Flow, origin: Origin) -> Result<Actio
     let now = unsafe { bpf_ktime_get_ns() };
 
     if let Some(entry) = ct::track(flow, ct::REPLY, now) {
+        gate.reply();
         nat::reverse(ctx, flow, &entry)?;
         // The reply's new source is the frontend, which for traffic from
         // outside may be a node address: the stack would call it a martian.
@@ -86,6 +96,7 @@ pub fn process(ctx: &TcContext, flow: &mut Flow, origin: Origin) -> Result<Actio
     if let Some(entry) = ct::track(flow, ct::FORWARD, now)
         && !ct::reopens(flow, &entry)
     {
+        gate.admit(ctx, entry.backend_addr, entry.backend_port)?;
         return translate(ctx, flow, origin, &entry);
     }
     if !flow.has_l4 {
@@ -102,6 +113,9 @@ pub fn process(ctx: &TcContext, flow: &mut Flow, origin: Origin) -> Result<Actio
         return reject::reply(ctx, flow, origin != Origin::Host);
     }
     let choice = lb::select(&fe, flow.saddr, lb::hash(flow), now)?;
+    // Policy judges the backend, never the VIP; a denied flow gets no
+    // conntrack entries.
+    gate.admit(ctx, choice.backend.address, choice.backend.port)?;
     let config = config();
 
     let mut entry = Ct4Entry {

@@ -244,6 +244,12 @@ impl Service {
 /// A loaded object with typed access to its maps and programs.
 pub struct Datapath {
     pub ebpf: Ebpf,
+    /// from-pod drops packets whose source is not the pod behind the veth
+    /// (anti-spoofing). Tests of other things set this (the default) to
+    /// have [`Self::run_on`] register an unknown source of a from-pod
+    /// packet as the local pod behind the run's interface, without MACs
+    /// (so delivery to it is left to the stack, as before).
+    pub auto_pods: bool,
 }
 
 impl Datapath {
@@ -253,7 +259,10 @@ impl Datapath {
 
     pub fn load_with(loader: &mut EbpfLoader<'_>) -> Self {
         let ebpf = loader.load(&object()).expect("load the eBPF object");
-        Self { ebpf }
+        Self {
+            ebpf,
+            auto_pods: true,
+        }
     }
 
     fn map(&mut self, name: &str) -> &mut aya::maps::Map {
@@ -414,8 +423,31 @@ impl Datapath {
         program
     }
 
+    /// Registers the source of a from-pod IPv4 packet as a pod on
+    /// `ifindex` when the endpoint map lacks it ([`Self::auto_pods`]).
+    fn register_source(&mut self, packet: &[u8], ifindex: u32) {
+        if packet.len() < 34 || packet[12..14] != [0x08, 0x00] {
+            return;
+        }
+        let saddr = u32::from_ne_bytes(packet[26..30].try_into().unwrap());
+        let mut eps = self.hash::<u32, EndpointInfo>(maps::ENDPOINTS);
+        if eps.get(&saddr, 0).is_ok() {
+            return;
+        }
+        let info = EndpointInfo {
+            // A test run without an interface runs on `lo`, index 1.
+            ifindex: if ifindex == 0 { LO_IFINDEX } else { ifindex },
+            flags: ep_flags::LOCAL_POD,
+            ..EndpointInfo::default()
+        };
+        eps.insert(saddr, info, 0).unwrap();
+    }
+
     /// Runs a TC program on `packet` (as received on `ifindex`, 0: `lo`).
     pub fn run_on(&mut self, name: &str, packet: &[u8], ifindex: u32) -> Run {
+        if self.auto_pods && name == weir_common::programs::FROM_POD {
+            self.register_source(packet, ifindex);
+        }
         let mut out = vec![0u8; 2048];
         let mut ctx = [0u8; SK_BUFF_SIZE];
         ctx[SK_BUFF_IFINDEX..SK_BUFF_IFINDEX + 4].copy_from_slice(&ifindex.to_ne_bytes());
@@ -440,6 +472,9 @@ impl Datapath {
         self.run_on(name, packet, 0)
     }
 }
+
+/// `lo` in a fresh network namespace.
+pub const LO_IFINDEX: u32 = 1;
 
 /// `sizeof(struct __sk_buff)` and the offset of its `ifindex`.
 const SK_BUFF_SIZE: usize = 192;
