@@ -2,7 +2,9 @@
 //! standalone mode (manifests from `deploy/examples/`), pods wired by the real
 //! `weir-cni` (registered with their node's agent), traffic between them, to a
 //! ClusterIP and to a NodePort from outside, a summary table, and the spread of
-//! ClusterIP requests over three backends on two nodes.
+//! ClusterIP requests over three backends on two nodes; then NetworkPolicy
+//! ([`policy`]): a default deny plus an allow, one allowed and one dropped
+//! connection, and the `weirctl monitor` line naming the policy.
 //!
 //! ```text
 //! weir-demo                 build, show traffic, tear down (exit 1 if a flow failed)
@@ -13,7 +15,9 @@
 //!
 //! Structure, so later stages (policies) slot in: `build_cluster` →
 //! `start_workloads` → `flows` (the list of checks) → `run_flows` → `print_table`
-//! → `show_spread`.
+//! → `show_spread` → `policy::show`.
+
+mod policy;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
@@ -146,6 +150,27 @@ fn demo(args: &Args) -> Result<bool> {
         rows.len() - failed
     );
     let spread_ok = show_spread(&demo, args.requests);
+    let policy_ok = match demo
+        .pods
+        .iter()
+        .flatten()
+        .find(|p| demo.backends.iter().any(|b| b == p.name()))
+    {
+        Some(backend) => policy::show(
+            &demo.cluster,
+            &examples_dir(args).join("policies"),
+            backend,
+            PORT,
+        )
+        .unwrap_or_else(|err| {
+            eprintln!("weir-demo: the policy step failed: {err:#}");
+            false
+        }),
+        None => {
+            eprintln!("weir-demo: no backend pod for the policy step");
+            false
+        }
+    };
     if args.keep {
         keep(demo, servers)?;
     } else {
@@ -154,7 +179,7 @@ fn demo(args: &Args) -> Result<bool> {
         drop(demo);
         println!("lab {id} torn down");
     }
-    Ok(failed == 0 && spread_ok)
+    Ok(failed == 0 && spread_ok && policy_ok)
 }
 
 /// The example manifests: `--examples`, else `<workspace>/deploy/examples`.
