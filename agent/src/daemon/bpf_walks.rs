@@ -1,15 +1,18 @@
 //! The real datapath's periodic walks ([`Walks`]) on handles of their own,
 //! opened from the pins: counters and fill levels of every map, and the
-//! conntrack GC pass (scan, expire idle flows). The rev-NAT follow-up of a
-//! pass stays with the map writer on the main loop.
+//! conntrack GC pass (scan, expire idle flows, in the service and the
+//! policy conntrack). The rev-NAT follow-up of a pass stays with the map
+//! writer on the main loop.
 
 use std::collections::BTreeMap;
 
 use anyhow::Context as _;
 use aya::maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray};
+use tracing::debug;
 use weir_common::ct::{Ct4Entry, Ct4Key};
 use weir_common::maps as names;
 use weir_common::metrics::MetricValue;
+use weir_common::policy::{POLICY_CT4, POLICY_CT4_ENTRIES, PolicyCtEntry, PolicyCtKey};
 
 use super::seams::{DatapathStats, GcStats, MapFill, PacketCount};
 use super::walker::{GcPass, Walks};
@@ -21,6 +24,8 @@ pub struct PinnedWalks {
     pins: PinLayout,
     specs: BTreeMap<String, MapSpec>,
     ct: BpfHashMap<MapData, Ct4Key, Ct4Entry>,
+    /// The policy conntrack (flows of policed endpoints).
+    polct: BpfHashMap<MapData, PolicyCtKey, PolicyCtEntry>,
     verdicts: PerCpuArray<MapData, MetricValue>,
     timeouts: CtTimeouts,
     /// Maps the writer mirrors: the loop counts those from its mirror.
@@ -45,6 +50,7 @@ impl PinnedWalks {
             pins: pins.clone(),
             specs: specs.clone(),
             ct: BpfHashMap::try_from(open(names::CT4)?)?,
+            polct: BpfHashMap::try_from(open(POLICY_CT4)?)?,
             verdicts: PerCpuArray::try_from(open(names::METRICS)?)?,
             timeouts: CtTimeouts::default(),
             mirrored,
@@ -93,10 +99,27 @@ impl Walks for PinnedWalks {
             ct_gc::plan_expiry(&entries, ct_gc::monotonic_now_ns(), &self.timeouts);
         let (deleted, _) = ct_gc::delete_keys(&mut self.ct, &expired);
         self.ct_entries = Some(stats.entries);
+        let polct_limit = 2 * self
+            .specs
+            .get(POLICY_CT4)
+            .map_or(u64::from(POLICY_CT4_ENTRIES), |s| u64::from(s.max_entries));
+        let polct = ct_gc::polct_pass(
+            &mut self.polct,
+            ct_gc::monotonic_now_ns(),
+            &self.timeouts,
+            polct_limit,
+        )?;
+        debug!(
+            entries = polct.entries,
+            expired = polct.deleted,
+            delete_failed = polct.delete_failed,
+            truncated = polct.truncated,
+            "policy conntrack GC"
+        );
         Ok(GcPass {
             stats: GcStats {
-                scanned: stats.entries,
-                expired: deleted,
+                scanned: stats.entries + polct.entries,
+                expired: deleted + polct.deleted,
             },
             referenced_rev_nat: (!truncated).then_some(stats.referenced_rev_nat),
         })

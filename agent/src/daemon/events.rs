@@ -18,6 +18,7 @@ use weir_common::DropReason;
 use weir_common::policy::{POLICY_INGRESS, PolicyEvent, event_flags, identity};
 
 use super::seams::PolicyEventSource;
+use crate::datapath::ct_gc;
 use crate::k8s::ObjectName;
 use crate::policy::{PolicyPlan, RuleIndex, RuleRef};
 use crate::registry::{MonitorEvent, MonitorHub, MonitorVerdict};
@@ -122,7 +123,7 @@ impl BootClock {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as i128);
         Self {
-            wall_at_zero_ns: wall - i128::from(monotonic_ns()),
+            wall_at_zero_ns: wall - i128::from(ct_gc::monotonic_now_ns()),
         }
     }
 
@@ -130,17 +131,6 @@ impl BootClock {
     pub fn wall_ns(&self, ns: u64) -> i128 {
         self.wall_at_zero_ns + i128::from(ns)
     }
-}
-
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always
-    // exists on Linux, and on failure `ts` stays zero.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64).saturating_mul(1_000_000_000) + ts.tv_nsec as u64
 }
 
 /// RFC 3339 in UTC with milliseconds, e.g. `2026-12-04T12:00:01.123Z`.

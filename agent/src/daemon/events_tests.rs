@@ -222,7 +222,7 @@ fn rfc3339_covers_the_calendar() {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_nanos() as i128;
-    assert!((now.wall_ns(monotonic_ns()) - wall).abs() < 1_000_000_000);
+    assert!((now.wall_ns(crate::datapath::ct_gc::monotonic_now_ns()) - wall).abs() < 1_000_000_000);
 }
 
 struct Scripted(Arc<Mutex<VecDeque<PolicyEvent>>>);
