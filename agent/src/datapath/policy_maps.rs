@@ -565,6 +565,7 @@ pub fn parse_event(bytes: &[u8]) -> Option<PolicyEvent> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn key(endpoint: u32, identity: u32, port: u16) -> PolicyKey {
