@@ -67,7 +67,7 @@ fn policy(ns: &str, name: &str, spec: &str) -> String {
 }
 
 /// x/a: ingress from pod=b on TCP `a_port` (the named port `http` when
-/// 80) and UDP 81, egress default deny. x/b: egress to pod=a on TCP 80
+/// 80), UDP 81 and SCTP 9000, egress default deny. x/b: egress to pod=a on TCP 80
 /// only, ingress default deny. au/*: ingress default deny, in audit mode.
 fn policies(a_port: &str) -> String {
     [
@@ -77,7 +77,8 @@ fn policies(a_port: &str) -> String {
             &format!(
                 "podSelector: {{matchLabels: {{pod: a}}}}, policyTypes: [Ingress, Egress], \
                  ingress: [{{from: [{{podSelector: {{matchLabels: {{pod: b}}}}}}], \
-                 ports: [{{port: {a_port}}}, {{protocol: UDP, port: 81}}]}}]"
+                 ports: [{{port: {a_port}}}, {{protocol: UDP, port: 81}}, \
+                 {{protocol: SCTP, port: 9000}}]}}]"
             ),
         ),
         policy(
@@ -183,10 +184,22 @@ fn addr(text: &str) -> Ipv4Addr {
     text.parse().unwrap()
 }
 
+const SCTP: u8 = 132;
+
 fn packet(proto: u8, src: (&str, u16), dst: (&str, u16)) -> Vec<u8> {
     match proto {
         TCP => Builder::tcp(src, dst, SYN).build(),
         UDP => Builder::udp(src, dst).build(),
+        SCTP => {
+            // An SCTP common header: ports, verification tag, checksum.
+            let mut header = Vec::new();
+            header.extend_from_slice(&src.1.to_be_bytes());
+            header.extend_from_slice(&dst.1.to_be_bytes());
+            header.extend_from_slice(&[0; 8]);
+            let mut b = Builder::icmp(src.0, dst.0, &header);
+            b.proto = SCTP;
+            b.build()
+        }
         _ => unreachable!(),
     }
 }
@@ -203,7 +216,14 @@ fn new_flows_get_the_reference_verdict_in_both_directions() {
                 if peer == endpoint {
                     continue;
                 }
-                for (proto, port) in [(TCP, 80), (TCP, 81), (UDP, 81), (UDP, 80)] {
+                for (proto, port) in [
+                    (TCP, 80),
+                    (TCP, 81),
+                    (UDP, 81),
+                    (UDP, 80),
+                    (SCTP, 9000),
+                    (SCTP, 9001),
+                ] {
                     sport += 1;
                     let want = p.expected(endpoint, PolicyDirection::Ingress, peer, proto, port);
                     let run =
@@ -242,6 +262,11 @@ fn new_flows_get_the_reference_verdict_in_both_directions() {
             allowed > 5 && allowed < checked,
             "{allowed} of {checked} allowed"
         );
+        // SCTP is matched by protocol and port (the LB ignores it).
+        let run = p.dp.run(TO_POD, &packet(SCTP, (XB, 40000), (XA, 9000)));
+        assert_eq!(run.verdict, TC_ACT_OK, "SCTP 9000 from x/b");
+        let run = p.dp.run(TO_POD, &packet(SCTP, (XB, 40000), (XA, 9001)));
+        assert_eq!(run.verdict, TC_ACT_SHOT, "SCTP 9001");
         // The node itself reaches x/a on any port (kubelet probes).
         let run = p.dp.run(TO_POD, &packet(TCP, (N1, 40000), (XA, 9999)));
         assert_eq!(run.verdict, TC_ACT_OK, "host-origin ingress");

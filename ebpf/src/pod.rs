@@ -32,8 +32,11 @@ fn try_from_pod(ctx: &TcContext) -> Result<Action, DropReason> {
     policy::check_source(ctx, &flow)?;
     let mut gate = policy::egress(ctx, &flow)?;
     let action = service::process(ctx, &mut flow, Origin::Pod, &mut gate)?;
-    // Still pending: no service translated the flow.
-    gate.admit_untranslated(ctx)?;
+    // Still pending: no service translated the flow. A reject (a service
+    // without backends) goes back to the pod as kube-proxy would send it.
+    if !matches!(action, Action::Rejected) {
+        gate.admit_untranslated(ctx)?;
+    }
     Ok(action)
 }
 
