@@ -58,6 +58,10 @@ pub struct Timing {
     pub source_window: Duration,
     /// Batch window after a registration: parallel ADDs share a sync.
     pub registration_window: Duration,
+    /// How long a registration waits for its Pod object to reach the
+    /// sources (its labels decide its policy) before it is answered
+    /// anyway, unpoliced until the object arrives.
+    pub pod_object_grace: Duration,
     /// Heartbeat and housekeeping period.
     pub tick: Duration,
     pub stats_every: Duration,
@@ -76,6 +80,7 @@ impl Default for Timing {
             // this only merges what arrives together.
             source_window: Duration::from_millis(1),
             registration_window: Duration::from_millis(5),
+            pod_object_grace: Duration::from_secs(3),
             tick: Duration::from_secs(1),
             stats_every: Duration::from_secs(5),
             gc_every: Duration::from_secs(10),
@@ -105,6 +110,9 @@ struct Pending {
     key: AttachmentKey,
     reply: oneshot::Sender<Response>,
     received: Instant,
+    /// The registered pod, when the runtime named it: its policy needs
+    /// its Pod object (labels), which the sources may not have yet.
+    pod: Option<ObjectName>,
 }
 
 /// Runs `f`, which blocks (BPF syscalls, plan computation), without
@@ -133,6 +141,8 @@ pub struct Reconciler<D, L, R> {
     planner: IncrementalPlanner,
     planned: Option<Arc<dyn SnapshotHolder>>,
     pending: Vec<Pending>,
+    /// Registrations held back for their Pod objects by this sync.
+    waiting_for_pods: Vec<Pending>,
     flush_at: Option<Instant>,
     retry_delay: Duration,
     warnings: BTreeSet<ObjectWarning>,
@@ -181,6 +191,7 @@ impl<D: Datapath, L: LinkTable, R: RouteSync> Reconciler<D, L, R> {
             planner: IncrementalPlanner::new(),
             planned: None,
             pending: Vec::new(),
+            waiting_for_pods: Vec::new(),
             flush_at: None,
             retry_delay: timing.retry_min,
             warnings: BTreeSet::new(),
@@ -383,6 +394,12 @@ impl<D: Datapath, L: LinkTable, R: RouteSync> Reconciler<D, L, R> {
             Op::Ping => "ping",
             Op::Monitor(_) => "monitor",
         };
+        let pod = match &op {
+            Op::Register { endpoint } if !endpoint.pod_name.is_empty() => {
+                Some(ObjectName::new(&endpoint.pod_namespace, &endpoint.pod_name))
+            }
+            _ => None,
+        };
         let outcome = match op {
             Op::Register { endpoint } => self.register(endpoint).await,
             Op::Deregister {
@@ -403,6 +420,7 @@ impl<D: Datapath, L: LinkTable, R: RouteSync> Reconciler<D, L, R> {
                     key,
                     reply,
                     received,
+                    pod,
                 });
                 self.mark_dirty(self.timing.registration_window);
             }
@@ -676,7 +694,49 @@ impl<D: Datapath, L: LinkTable, R: RouteSync> Reconciler<D, L, R> {
             (_, Err(e)) => Some(format!("applying the plan: {e:#}")),
             (outcome, Ok(_)) => outcome.failure().map(|m| format!("policy: {m}")),
         };
+        self.hold_for_pod_objects(failure.is_some());
         self.answer_pending(failure);
+    }
+
+    /// Keeps back registrations whose Pod object the sources do not know
+    /// yet (a watch or the manifests lagging behind the runtime): the
+    /// policy just written could not select them. They are answered by a
+    /// later sync, once the object arrives or the grace runs out.
+    fn hold_for_pod_objects(&mut self, failed: bool) {
+        if failed {
+            return;
+        }
+        let grace = self.timing.pod_object_grace;
+        let snapshot = self.view.objects.clone();
+        let pods = &snapshot.snapshot().pods;
+        let mut waiting = Vec::new();
+        let mut ready = Vec::new();
+        for p in std::mem::take(&mut self.pending) {
+            let missing = p.pod.as_ref().is_some_and(|name| !pods.contains_key(name));
+            if !missing || p.reply.is_closed() {
+                ready.push(p);
+            } else if p.received.elapsed() < grace {
+                waiting.push(p);
+            } else {
+                warn!(
+                    pod = %p.pod.as_ref().map(ToString::to_string).unwrap_or_default(),
+                    container = %p.key.container_id, waited_ms = p.received.elapsed().as_millis() as u64,
+                    "the Pod object is still unknown; answering the registration, the pod is policed once it arrives"
+                );
+                ready.push(p);
+            }
+        }
+        if let Some(first) = waiting.iter().map(|p| p.received + grace).min() {
+            debug!(
+                waiting = waiting.len(),
+                "registrations wait for their Pod objects"
+            );
+            // Re-checked at every view change (a sync) and at the deadline.
+            let now = Instant::now();
+            self.mark_dirty(first.saturating_duration_since(now));
+        }
+        self.pending = ready;
+        self.waiting_for_pods = waiting;
     }
 
     /// Re-reads the netns' IPv4 addresses when a pod registers (its veth
@@ -717,6 +777,8 @@ impl<D: Datapath, L: LinkTable, R: RouteSync> Reconciler<D, L, R> {
 
     fn answer_pending(&mut self, failure: Option<String>) {
         let pending = std::mem::take(&mut self.pending);
+        // The held ones go back in the queue for the next sync.
+        self.pending = std::mem::take(&mut self.waiting_for_pods);
         let answers: Vec<(Pending, Response, bool)> = pending
             .into_iter()
             .map(|p| {

@@ -328,6 +328,7 @@ fn timing() -> Timing {
     Timing {
         source_window: Duration::from_millis(1),
         registration_window: Duration::from_millis(1),
+        pod_object_grace: Duration::from_millis(400),
         tick: Duration::from_millis(10),
         stats_every: Duration::from_millis(10),
         gc_every: Duration::from_millis(10),
@@ -999,5 +1000,57 @@ async fn a_monitor_on_a_pod_turns_on_its_allow_events_while_it_lasts() {
     drop(watching);
     h.until("EMIT_ALLOWS cleared", |h| flags(h) & emit == 0)
         .await;
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_waits_for_its_pod_object_so_its_policy_can_select_it() {
+    let mut h = Harness::start(view_with(true, POLICIES), |_, links, _| {
+        links.add(7, "weir7");
+        links.add(8, "weir8");
+    })
+    .await;
+    h.until("first apply", |h| h.ctx.health.is_ready()).await;
+    // pod-late is not in the objects yet (the watch lags the runtime).
+    let mut answer = h.send(register("late", 7, [10, 244, 1, 7]));
+    h.until("attach", |h| h.calls().contains(&"attach late".to_string()))
+        .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        answer.try_recv().is_err(),
+        "answered before its Pod object came"
+    );
+    let late_pod = "
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: pod-late, namespace: default, labels: {app: db}}
+spec: {nodeName: node1, containers: [{name: c, image: x}]}
+";
+    h.source
+        .send(view_with(true, &format!("{POLICIES}{late_pod}")))
+        .unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), answer)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(answer.ok, "{answer:?}");
+    let plan = h.policies().last().cloned().unwrap();
+    let endpoint = &plan.endpoints[&Ipv4Addr::new(10, 244, 1, 7)];
+    assert_eq!(
+        endpoint.pod,
+        crate::k8s::ObjectName::new("default", "pod-late")
+    );
+    assert!(endpoint.ingress.isolated_by.is_some());
+
+    // A pod whose object never comes is answered after the grace.
+    let started = std::time::Instant::now();
+    let answer = h.ask(register("ghost", 8, [10, 244, 1, 8])).await;
+    assert!(answer.ok, "{answer:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        started.elapsed()
+    );
     h.stop().await;
 }
