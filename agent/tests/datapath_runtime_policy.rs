@@ -152,3 +152,81 @@ fn a_plan_over_capacity_is_refused_whole() {
     assert_eq!(fill(&dp, names::IPCACHE), 0, "nothing written");
     assert_eq!(dp.policy_config().unwrap().revision, 0);
 }
+
+/// A plan of `endpoints` local pods with `per_endpoint` ingress entries
+/// each, by hand (the compiler's own scale test covers compiling).
+fn synthetic_plan(endpoints: u32, per_endpoint: u32, revision: u32) -> PolicyPlan {
+    use weir_agent::policy::{DirectionPolicy, EndpointPolicy, PeerPort, ports::PortMatch};
+    let mut plan = PolicyPlan {
+        revision,
+        ..PolicyPlan::default()
+    };
+    for e in 0..endpoints {
+        let ip = std::net::Ipv4Addr::from(0x0af4_0000 + e);
+        plan.ipcache.insert(
+            ipnetwork::Ipv4Network::new(ip, 32).unwrap(),
+            weir_common::policy::IpcacheEntry {
+                identity: 256 + e,
+                cidr_identity: 0,
+            },
+        );
+        let mut ingress = DirectionPolicy {
+            isolated_by: Some(1),
+            ..DirectionPolicy::default()
+        };
+        for i in 0..per_endpoint {
+            let peer = PeerPort {
+                identity: 256 + i,
+                port: PortMatch {
+                    proto: 6,
+                    port: 80,
+                    port_bits: 16,
+                },
+            };
+            ingress.allows.insert(peer, 2);
+        }
+        plan.endpoints.insert(
+            ip,
+            EndpointPolicy {
+                identity: 256 + e,
+                ingress,
+                ..EndpointPolicy::default()
+            },
+        );
+    }
+    plan
+}
+
+#[test]
+fn a_node_sized_plan_is_programmed_quickly() {
+    require_root_and_object();
+    let root = TestBpffs::new();
+    let mut dp = root.load();
+    // ~ one node of the scale case: 333 endpoints, 83k entries.
+    let plan = synthetic_plan(333, 250, 1);
+    let start = std::time::Instant::now();
+    let stats = dp.apply_policy(&plan).unwrap();
+    let full = start.elapsed();
+    assert_eq!(stats.failed, 0);
+    assert_eq!(stats.policy_entries, 333 * 250);
+    // One endpoint's entries change.
+    let mut next = synthetic_plan(333, 250, 2);
+    let first = *next.endpoints.keys().next().unwrap();
+    next.endpoints
+        .get_mut(&first)
+        .unwrap()
+        .ingress
+        .allows
+        .clear();
+    let start = std::time::Instant::now();
+    let stats = dp.apply_policy(&next).unwrap();
+    let incremental = start.elapsed();
+    assert_eq!(stats.policy_deleted, 250);
+    assert_eq!(stats.written(), 1, "only the endpoint's flags changed");
+    println!(
+        "policy apply: {} entries in {:?}, one endpoint's change in {:?}",
+        333 * 250 + 333 * 2,
+        full,
+        incremental
+    );
+}
