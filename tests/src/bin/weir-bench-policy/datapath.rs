@@ -27,7 +27,7 @@ use anyhow::{Context, Result, bail, ensure};
 use aya::programs::SchedClassifier;
 use weir_agent::datapath::{Datapath, LoadOptions};
 use weir_agent::policy::{PolicyCompiler, PolicyContext};
-use weir_common::endpoint::EndpointInfo;
+use weir_common::endpoint::{EndpointInfo, ep_flags};
 use weir_common::programs::{FROM_POD, TO_POD};
 use weir_lab::bench::{bpf_sys, numbers, packet};
 
@@ -134,6 +134,7 @@ impl<'a> Bench<'a> {
         for ip in [CLIENT, SERVER, OTHER] {
             let info = EndpointInfo {
                 ifindex: lo,
+                flags: ep_flags::LOCAL_POD,
                 ..EndpointInfo::default()
             };
             dp.upsert_endpoint(ip, &info)
