@@ -217,7 +217,6 @@ impl<'a> Bench<'a> {
     fn check_verdicts(&mut self) -> Result<()> {
         self.clear_ct()?;
         let allowed = packet::tcp((CLIENT, 1000), (SERVER, PORT), packet::SYN, &[]);
-        let denied = packet::tcp((CLIENT, 1001), (OTHER, PORT), packet::SYN, &[]);
         for (name, fd) in [
             (FROM_POD, self.from_pod.as_fd()),
             (TO_POD, self.to_pod.as_fd()),
@@ -228,12 +227,14 @@ impl<'a> Bench<'a> {
                 "{name} dropped the allowed SYN client -> server:{PORT}"
             );
         }
-        // Egress of the client does not allow "other"; its ingress allows nobody.
-        for (name, fd) in [
-            (FROM_POD, self.from_pod.as_fd()),
-            (TO_POD, self.to_pod.as_fd()),
+        // The client's egress allows only the server; the server's ingress only the client.
+        let denied_egress = packet::tcp((CLIENT, 1001), (OTHER, PORT), packet::SYN, &[]);
+        let denied_ingress = packet::tcp((OTHER, 1002), (SERVER, PORT), packet::SYN, &[]);
+        for (name, fd, denied) in [
+            (FROM_POD, self.from_pod.as_fd(), &denied_egress),
+            (TO_POD, self.to_pod.as_fd(), &denied_ingress),
         ] {
-            let run = bpf_sys::test_run(fd, &denied, None, 1).context("test run")?;
+            let run = bpf_sys::test_run(fd, denied, None, 1).context("test run")?;
             ensure!(
                 run.retval == TC_ACT_SHOT,
                 "{name} passed (verdict {}) a SYN the policies deny: the policy maps are not in force",

@@ -140,7 +140,7 @@ pub fn scale(s: Scale) -> Result<Vec<Value>> {
 /// The client and server of part a, both on [`THIS_NODE`].
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 100, 0, 10);
 pub const SERVER: Ipv4Addr = Ipv4Addr::new(10, 100, 0, 20);
-/// A pod the policies do not allow the client to reach (the sanity check's drop).
+/// A pod the client may not reach and the server does not accept (the sanity check's drops).
 pub const OTHER: Ipv4Addr = Ipv4Addr::new(10, 100, 0, 30);
 /// The allowed flow's port.
 pub const PORT: u16 = 80;
@@ -179,7 +179,7 @@ pub fn datapath(extra: u32) -> Result<Vec<Value>> {
         ));
     }
     // The measured flow: client -> server:80/TCP, allowed both ways (client egress, server
-    // ingress); "other" is isolated with nothing allowed.
+    // ingress); "other" is selected too: the client may not send to it, the server does not accept it.
     out.push(network_policy(
         BENCH_NS,
         "allow-client-server",

@@ -109,6 +109,16 @@ fn dp_markdown(r: &datapath::Results, machine: &Machine, s: &mut String) {
         .iter()
         .map(|(p, x)| format!("{p} {}", fmt_ratio(*x)))
         .collect();
+    let noop = match (r.levels.first(), r.levels.last()) {
+        (Some(a), Some(b)) => ratio(b.noop_single, a.noop_single),
+        _ => f64::NAN,
+    };
+    let _ = writeln!(
+        s,
+        "\nThe no-op floor moved {} between the same two levels (machine noise: levels run one \
+         after the other, and the machine is shared).",
+        fmt_ratio(noop)
+    );
     let _ = writeln!(
         s,
         "\nLargest / smallest policy count: {}. Target ≈ 1.0 (the lookups are a fixed number of \
