@@ -538,3 +538,23 @@ fn allowed_flows_are_sampled_and_events_rate_limited() {
         assert_eq!(p.maps.policy_events_lost().unwrap(), 2);
     });
 }
+
+#[test]
+fn a_flow_admitted_before_any_isolation_stops_when_a_policy_isolates() {
+    in_netns(|| {
+        let mut p = Policed::new("http");
+        // Start without policies: nothing is isolated.
+        let open = compile(&mut p.compiler, &cluster());
+        p.maps.apply_policy(&open).unwrap();
+        let from_c = Builder::tcp((XC, 40000), (XA, 7000), ACK).build();
+        let reply = Builder::tcp((XA, 7000), (XC, 40000), ACK).build();
+        assert_eq!(p.dp.run(TO_POD, &from_c).verdict, TC_ACT_OK);
+        assert_eq!(p.dp.run(FROM_POD, &reply).verdict, TC_ACT_OK);
+        // x/web isolates x/a (x/c is not allowed): both directions stop.
+        let isolating = compile(&mut p.compiler, &(cluster() + &policies("http")));
+        assert_ne!(isolating.revision, open.revision);
+        p.maps.apply_policy(&isolating).unwrap();
+        assert_eq!(p.dp.run(TO_POD, &from_c).verdict, TC_ACT_SHOT);
+        assert_eq!(p.dp.run(FROM_POD, &reply).verdict, TC_ACT_SHOT);
+    });
+}
