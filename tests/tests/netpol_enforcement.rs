@@ -465,11 +465,43 @@ fn string_values(v: &Value) -> Vec<String> {
 
 /// An established TCP connection that a policy update no longer allows
 /// stops (the revision re-check at its next packet); the time from the
-/// manifest write to the first unanswered request is printed.
+/// manifest write to the first unanswered request is printed. The flows
+/// open before any policy selects x/a.
 #[test]
 fn netpol_a_long_lived_tcp_flow_stops_after_an_update() {
     weir_lab::require_root();
+    let lab = NetpolLab::build().unwrap();
+    tcp_flows_cut_by_an_update(lab);
+}
+
+/// The same with the flows admitted under a policy already isolating x/a
+/// (from y and z), then narrowed to z.
+#[test]
+fn netpol_a_long_lived_tcp_flow_admitted_under_a_policy_stops_after_an_update() {
+    weir_lab::require_root();
     let mut lab = NetpolLab::build().unwrap();
+    let before = Step::new(
+        "x/a accepts y and z",
+        Reachability::all().only_ingress(
+            Peer::Pod("x", "a"),
+            Peer::AnyOf(vec![Peer::Ns("y"), Peer::Ns("z")]),
+            On::ALL,
+        ),
+    )
+    .policy(network_policy(
+        "x",
+        "a-from-z",
+        json!({"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Ingress"],
+               "ingress": [{"from": [{"namespaceSelector": {"matchExpressions": [
+                   {"key": "ns", "operator": "In", "values": ["y", "z"]}]}}]}]}),
+    ));
+    lab.apply(&before).unwrap();
+    tcp_flows_cut_by_an_update(lab);
+}
+
+/// Opens TCP flows y/a -> x/a and y/b -> x/a, keeps them busy, applies
+/// "x/a accepts only z" (policy x/a-from-z) and checks both stop.
+fn tcp_flows_cut_by_an_update(mut lab: NetpolLab) {
     let (xa, ya, yb) = (id("x", "a"), id("y", "a"), id("y", "b"));
     const PORT: u16 = 7000;
     let _echo = EchoServer::start(lab.pod(xa).netns(), "x/a", PORT).unwrap();
