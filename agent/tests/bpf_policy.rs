@@ -19,7 +19,7 @@ use weir_agent::{
 use weir_common::{
     DropReason,
     metrics::Direction,
-    policy::{self as names, POLICY_EGRESS, POLICY_INGRESS, PolicyEvent, event_flags},
+    policy::{self as names, POLICY_EGRESS, POLICY_INGRESS, PolicyEvent, event_flags, polct_flags},
     programs::{FROM_POD, TO_POD},
 };
 
@@ -464,11 +464,17 @@ fn a_revision_change_rechecks_established_flows() {
         assert_eq!(events[0].flags, event_flags::RECHECK);
         assert_eq!(events[0].reason, DropReason::PolicyDenied as u8);
         assert_eq!(events[0].dport, be_port(80));
-        // The denied flow's entry is gone; the allowed one took the revision.
-        let entries: Vec<_> = p.maps.polct.iter().map(|r| r.unwrap()).collect();
-        assert_eq!(entries.len(), 1);
-        assert_eq!(entries[0].0.proto, UDP);
-        assert_eq!(entries[0].1.revision, p.plan.revision);
+        // Both entries took the revision; the denied one is a tombstone.
+        let mut entries: Vec<_> = p.maps.polct.iter().map(|r| r.unwrap()).collect();
+        entries.sort_by_key(|(key, _)| key.proto);
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].0.proto, TCP);
+        assert_ne!(entries[0].1.flags & polct_flags::DENIED, 0);
+        assert_eq!(entries[1].0.proto, UDP);
+        assert_eq!(entries[1].1.flags & polct_flags::DENIED, 0);
+        for (_, entry) in &entries {
+            assert_eq!(entry.revision, p.plan.revision);
+        }
         assert_eq!(p.dp.run(TO_POD, &tcp).verdict, TC_ACT_SHOT, "stays denied");
     });
 }
@@ -556,5 +562,54 @@ fn a_flow_admitted_before_any_isolation_stops_when_a_policy_isolates() {
         p.maps.apply_policy(&isolating).unwrap();
         assert_eq!(p.dp.run(TO_POD, &from_c).verdict, TC_ACT_SHOT);
         assert_eq!(p.dp.run(FROM_POD, &reply).verdict, TC_ACT_SHOT);
+    });
+}
+
+/// A flow a re-check denies stays dead in both directions: the server's
+/// own next packet (a retransmission, from-pod, egress not isolated) must
+/// not reopen it as an egress flow whose replies would then pass.
+#[test]
+fn a_rechecked_denied_flow_is_not_reopened_by_the_other_side() {
+    in_netns(|| {
+        let mut p = Policed::new("http");
+        let open = compile(&mut p.compiler, &cluster());
+        p.maps.apply_policy(&open).unwrap();
+        let from_c = Builder::tcp((XC, 40001), (XA, 7000), ACK).build();
+        let reply = Builder::tcp((XA, 7000), (XC, 40001), ACK).build();
+        assert_eq!(p.dp.run(TO_POD, &from_c).verdict, TC_ACT_OK);
+        assert_eq!(p.dp.run(FROM_POD, &reply).verdict, TC_ACT_OK);
+        // Ingress only: x/a's egress stays open, x/c may no longer reach it.
+        let ingress_only = policy(
+            "x",
+            "from-b",
+            "podSelector: {matchLabels: {pod: a}}, policyTypes: [Ingress], \
+             ingress: [{from: [{podSelector: {matchLabels: {pod: b}}}]}]",
+        );
+        let isolating = compile(&mut p.compiler, &(cluster() + &ingress_only));
+        p.maps.apply_policy(&isolating).unwrap();
+        assert_eq!(p.dp.run(TO_POD, &from_c).verdict, TC_ACT_SHOT);
+        for round in 0..3 {
+            assert_eq!(
+                p.dp.run(FROM_POD, &reply).verdict,
+                TC_ACT_SHOT,
+                "server retransmission {round}"
+            );
+            assert_eq!(
+                p.dp.run(TO_POD, &from_c).verdict,
+                TC_ACT_SHOT,
+                "client packet {round}"
+            );
+        }
+        // A new connection of x/c on the same tuple is judged afresh (and
+        // denied); one from x/b is allowed.
+        let syn_c = Builder::tcp((XC, 40001), (XA, 7000), SYN).build();
+        assert_eq!(p.dp.run(TO_POD, &syn_c).verdict, TC_ACT_SHOT);
+        let syn_b = Builder::tcp((XB, 40001), (XA, 7000), SYN).build();
+        assert_eq!(p.dp.run(TO_POD, &syn_b).verdict, TC_ACT_OK);
+        // Allowed again by a later revision: the tombstone is re-judged.
+        let reopened = compile(&mut p.compiler, &cluster());
+        p.maps.apply_policy(&reopened).unwrap();
+        assert_eq!(p.dp.run(TO_POD, &from_c).verdict, TC_ACT_OK);
+        assert_eq!(p.dp.run(FROM_POD, &reply).verdict, TC_ACT_OK);
     });
 }

@@ -329,6 +329,13 @@ pub mod polct_flags {
     pub const HAIRPIN: u8 = 1 << 0;
     /// Admitted only because of audit mode.
     pub const AUDIT: u8 = 1 << 1;
+    /// Denied by a re-check: a tombstone, so that neither side's packets
+    /// (e.g. the server's retransmissions) can open the flow again in the
+    /// other direction. Re-judged, like any entry, when the revision moves.
+    pub const DENIED: u8 = 1 << 2;
+    /// With [`DENIED`]: the endpoint had no rule in that direction
+    /// (`policy_default_deny`), else `policy_denied`.
+    pub const DEFAULT_DENY: u8 = 1 << 3;
 }
 
 /// Value of [`POLICY_CT4`]: the verdict a flow was admitted with.

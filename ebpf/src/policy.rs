@@ -20,8 +20,11 @@
 //!
 //! An entry admitted under another revision than `weir_policy_cfg_v1`'s
 //! is re-judged with its stored peer at its next packet: still allowed, it
-//! takes the new revision; denied, it is deleted and the packet dropped
-//! (event flag `RECHECK`).
+//! takes the new revision; denied, it becomes a tombstone (`DENIED`) that
+//! drops the flow's packets in both directions until the revision moves
+//! again or the entry expires, and the packet is dropped (event flag
+//! `RECHECK`). Deleting it instead would let the endpoint's own next packet
+//! (a server's retransmission) open the flow anew in the other direction.
 //!
 //! ICMP echo requests and replies carry their echo id as both ports, so a
 //! reply finds its request's entry; ICMP errors (unreachable, time
@@ -381,7 +384,7 @@ fn refresh(
     let now = now();
     // SAFETY: the pointer comes from a map lookup and stays valid for this
     // program run; racing writers only ever store whole scalar fields.
-    let (revision, peer, judged_dport) = unsafe {
+    let (revision, peer, judged_dport, flags, rule_id) = unsafe {
         (*entry).last_seen_ns = now;
         if tuple.proto == IPPROTO_TCP && tuple.tcp_flags != 0 {
             let state = tcp_state_of(tuple.tcp_flags);
@@ -389,10 +392,21 @@ fn refresh(
                 (*entry).tcp_state = state;
             }
         }
-        ((*entry).revision, (*entry).peer_addr, (*entry).judged_dport)
+        (
+            (*entry).revision,
+            (*entry).peer_addr,
+            (*entry).judged_dport,
+            (*entry).flags,
+            (*entry).rule_id,
+        )
     };
     if revision == config.revision {
-        return Ok(());
+        if flags & polct_flags::DENIED == 0 {
+            return Ok(());
+        }
+        // A flow a re-check denied: its packets stay dropped, both ways.
+        events::count_drop(rule_id);
+        return Err(tombstone_reason(flags));
     }
     let verdict = judge(
         ep,
@@ -409,6 +423,7 @@ fn refresh(
             (*entry).revision = config.revision;
             (*entry).rule_id = verdict.rule_id;
             (*entry).peer_identity = verdict.peer_identity;
+            (*entry).flags &= !(polct_flags::DENIED | polct_flags::DEFAULT_DENY);
             if verdict.dropped() {
                 (*entry).flags |= polct_flags::AUDIT;
             } else {
@@ -428,8 +443,22 @@ fn refresh(
         }
         return Ok(());
     }
-    // Already gone (another CPU, the GC) is the same outcome.
-    let _gone_either_way = POLICY_CT4.remove(key);
+    // Kept as a tombstone rather than deleted: without an entry, the
+    // endpoint's next packet of this flow (a retransmission, say) would be
+    // judged as a new flow in its own direction and could reopen it there.
+    // SAFETY: as above.
+    unsafe {
+        (*entry).revision = config.revision;
+        (*entry).rule_id = verdict.rule_id;
+        (*entry).peer_identity = verdict.peer_identity;
+        (*entry).flags &= !polct_flags::AUDIT;
+        (*entry).flags |= polct_flags::DENIED;
+        if verdict.reason == DropReason::PolicyDefaultDeny {
+            (*entry).flags |= polct_flags::DEFAULT_DENY;
+        } else {
+            (*entry).flags &= !polct_flags::DEFAULT_DENY;
+        }
+    }
     events::count_drop(verdict.rule_id);
     report(
         key,
@@ -443,15 +472,25 @@ fn refresh(
     Err(verdict.reason)
 }
 
-/// A pure SYN on the tuple of a closed TCP flow opens a new flow, which is
-/// judged afresh (its service backend may differ).
+/// A pure SYN on the tuple of a closed or denied TCP flow opens a new
+/// flow, which is judged afresh (its service backend may differ).
 #[inline(always)]
 fn reopens(tuple: &Tuple, entry: *const PolicyCtEntry) -> bool {
-    // SAFETY: as in `refresh`; one byte read.
-    let state = unsafe { (*entry).tcp_state };
+    // SAFETY: as in `refresh`; two byte reads.
+    let (state, flags) = unsafe { ((*entry).tcp_state, (*entry).flags) };
     tuple.proto == IPPROTO_TCP
         && tuple.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN
-        && state >= tcp_state::FIN
+        && (state >= tcp_state::FIN || flags & polct_flags::DENIED != 0)
+}
+
+/// The drop reason a tombstone's packets are counted under.
+#[inline(always)]
+fn tombstone_reason(flags: u8) -> DropReason {
+    if flags & polct_flags::DEFAULT_DENY != 0 {
+        DropReason::PolicyDefaultDeny
+    } else {
+        DropReason::PolicyDenied
+    }
 }
 
 /// Finds the packet's flow: a reply (reversed tuple, other direction) or
