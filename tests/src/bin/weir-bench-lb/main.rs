@@ -32,6 +32,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use weir_lab::bench::progress::{elapsed, heading};
 
 #[derive(Parser)]
 #[command(
@@ -182,15 +183,4 @@ fn run(options: &RunOptions) -> Result<()> {
         println!("wrote {} and its plots", out.display());
     }
     Ok(())
-}
-
-fn heading(text: &str) {
-    println!("\n==> {text}");
-}
-
-fn elapsed(started: Instant) {
-    println!(
-        "(bench running for {:.0} s)",
-        started.elapsed().as_secs_f64()
-    );
 }
